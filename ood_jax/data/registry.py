@@ -1,0 +1,195 @@
+"""Dataset names, where each comes from, and ``load``.
+
+A name is resolved through these sources, first hit wins:
+
+1. a local ``<name>_<split>.npz`` (see ``ood_jax.data.local`` for the directories);
+2. FashionMNIST only: Debian's ``/usr/share/datasets/fashion-mnist`` IDX files;
+3. a prepared TensorFlow Datasets copy (``ood_jax.data.tfds_source``; never downloads);
+4. the synthetic sets ``noise`` and ``constant`` (``ood_jax.data.synthetic``).
+
+TFDS names: ``svhn`` is ``svhn_cropped``; ``lsun`` is ``lsun/classroom`` (TFDS's default
+LSUN config; ask for another scene with ``lsun/<scene>``, e.g. ``lsun/bedroom``);
+``imagenet32`` is ``downsampled_imagenet/32x32``. LSUN and ImageNet32 have no 'test'
+split in TFDS, so 'test' reads their 'validation' split there. ``not_mnist`` and
+``tiny_imagenet`` are local files only. Any other ``<name>_<split>.npz`` found locally
+loads by its name, without preprocessing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+
+from ood_jax.data import idx, local, synthetic, tfds_source
+from ood_jax.data.pixels import validate_images
+from ood_jax.data.preprocess import family, preprocess
+from ood_jax.data.transforms import apply_transforms, parse_spec
+from ood_jax.errors import DatasetNotFoundError, InvalidInputError
+
+DATASETS = ("mnist", "fashion_mnist", "kmnist", "not_mnist", "omniglot", "cifar10",
+            "cifar100", "svhn", "celeb_a", "lsun", "imagenet32", "tiny_imagenet",
+            "noise", "constant")
+
+TFDS_NAMES = {
+    "mnist": "mnist",
+    "fashion_mnist": "fashion_mnist",
+    "kmnist": "kmnist",
+    "omniglot": "omniglot",
+    "cifar10": "cifar10",
+    "cifar100": "cifar100",
+    "svhn": "svhn_cropped",
+    "celeb_a": "celeb_a",
+    "lsun": "lsun/classroom",
+    "imagenet32": "downsampled_imagenet/32x32",
+}
+LSUN_DEFAULT_SCENE = "classroom"
+
+# Our split name -> the TFDS split, where TFDS names it differently.
+TFDS_SPLITS = {"lsun": {"test": "validation"}, "imagenet32": {"test": "validation"}}
+
+LOCAL_ONLY = ("not_mnist", "tiny_imagenet")
+
+ALIASES = {"fmnist": "fashion_mnist", "fashionmnist": "fashion_mnist", "celeba": "celeb_a",
+           "svhn_cropped": "svhn", "notmnist": "not_mnist", "cifar-10": "cifar10",
+           "cifar-100": "cifar100"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSet:
+  """A loaded image set.
+
+  Attributes:
+    name: the spec as given, e.g. ``'mnist+resize:32'``.
+    split: e.g. ``'train'`` or ``'test'``.
+    x: uint8 ``N x H x W x C``, C in {1, 3}.
+    source: human-readable provenance, e.g. ``'local npz /data/mnist_test.npz'``.
+  """
+  name: str
+  split: str
+  x: np.ndarray
+  source: str
+
+  def __len__(self) -> int:
+    return int(self.x.shape[0])
+
+
+def canonical_name(base: str) -> str:
+  """Known names and aliases -> canonical lower-case name; others unchanged.
+
+  ``'lsun/<scene>'`` is kept with its scene (``'lsun/bedroom'``).
+  """
+  key = base.strip().lower()
+  key = ALIASES.get(key, key)
+  if key in DATASETS or key.startswith("lsun/"):
+    return key
+  return base.strip()
+
+
+def is_known(name: str) -> bool:
+  return name in DATASETS or name.startswith("lsun/")
+
+
+def tfds_name(name: str) -> str | None:
+  """The TFDS name of canonical ``name`` (``'lsun/bedroom'`` -> itself), or None."""
+  if name.startswith("lsun/"):
+    return name
+  return TFDS_NAMES.get(name)
+
+
+def subset_indices(total: int, n: int | None, seed: int) -> np.ndarray:
+  """Which records ``load(..., n=n, seed=seed)`` keeps, in order.
+
+  ``n=None`` or ``n >= total``: all, in the original order. Otherwise the first ``n`` of
+  ``np.random.default_rng(seed).permutation(total)`` (independent of the split).
+  """
+  if n is None or n >= total:
+    return np.arange(total)
+  return np.random.default_rng(seed).permutation(total)[:n]
+
+
+def _not_found_message(spec: str, name: str, split: str, tried: list[str]) -> str:
+  lines = [f"Dataset {name!r} (split {split!r}, from spec {spec!r}) was not found. Looked in:"]
+  lines += [f"  - {t}" for t in tried]
+  file = local.file_name(name, split)
+  lines.append("To get it:")
+  lines.append(f"  - put {file} (key 'x': uint8 N x H x W x C, optional 'y') in --data-dir"
+               f" or ${local.ENV_DATA_DIR}, or in ./data;")
+  if family(name) == "fashion_mnist":
+    lines.append(f"  - or install Debian's copy: {idx.DEBIAN_INSTALL_HINT};")
+  tname = tfds_name(name)
+  if tname is not None:
+    lines.append(f"  - or, on a machine with TensorFlow and internet access, run `tfds build {tname}`"
+                 " (add --file_format=array_record to read it here without TensorFlow), then copy"
+                 " ~/tensorflow_datasets to this machine and point $TFDS_DATA_DIR at it.")
+  if not is_known(name):
+    lines.append(f"{name!r} is not a known dataset name either. Known names: {', '.join(DATASETS)}"
+                 " (plus lsun/<scene>); any other name needs a local <name>_<split>.npz.")
+  return "\n".join(lines)
+
+
+def load(spec: str, split: str = "test", *, data_dir: str | None = None, n: int | None = None,
+         seed: int = 0, like: tuple[int, int, int] | None = None) -> ImageSet:
+  """Loads ``spec`` = ``base(+transform)*`` as uint8 ``N x H x W x C``.
+
+  Args:
+    spec: e.g. ``'mnist'``, ``'fashion_mnist+resize:32'``, ``'svhn+brightness:0.2'``.
+    split: ``'train'`` or ``'test'`` (TFDS sets also accept their own split names).
+    data_dir: first local directory to search for ``<name>_<split>.npz``.
+    n: keep only ``n`` images: the first ``n`` after a shuffle with ``seed`` when
+      ``n`` is smaller than the set (see ``subset_indices``); ``None`` keeps all in their
+      original order. For ``noise``/``constant`` it is the number generated (default 10000).
+    seed: seeds the subset shuffle, the synthetic sets and random transforms.
+    like: ``(H, W, C)`` of the synthetic sets; ignored by real ones.
+
+  Dataset preprocessing (``ood_jax.data.preprocess``) runs before the transforms.
+  Raises ``DatasetNotFoundError`` (message lists every place searched and how to get the
+  data), ``UnknownNameError`` (unknown transform) or ``InvalidInputError``.
+  """
+  base, transforms = parse_spec(spec)
+  if not isinstance(split, str) or not split:
+    raise InvalidInputError(f"split must be a non-empty string like 'test', got {split!r}.")
+  if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+    raise InvalidInputError(f"n must be a positive integer or None, got {n!r}.")
+  name = canonical_name(base)
+  select = functools.partial(subset_indices, n=n, seed=seed)
+  prepare = functools.partial(preprocess, name, what=f"dataset {name!r} ({split})")
+  x = None
+
+  raw, path, tried = local.find(name, split, data_dir)
+  tried = [f"local file {p} (missing)" for p in tried]
+  if raw is not None:
+    x, source = prepare(raw[select(raw.shape[0])]), f"local npz {path}"
+
+  if x is None and family(name) == "fashion_mnist":
+    debian_path = idx.debian_fashion_mnist_path(split)
+    found = idx.read_debian_fashion_mnist(split)
+    if found is not None:
+      raw, path = found
+      x, source = prepare(raw[select(raw.shape[0])]), f"debian {path}"
+    elif debian_path is None:
+      tried.append(f"Debian package dataset-fashion-mnist in {idx.DEBIAN_FASHION_MNIST_DIR}"
+                   f" (it has only the 'train' and 't10k' (test) splits, not {split!r})")
+    else:
+      tried.append(f"Debian package dataset-fashion-mnist: {debian_path} (missing)")
+
+  tname = tfds_name(name)
+  if x is None and tname is not None:
+    tsplit = TFDS_SPLITS.get(family(name), {}).get(split, split)
+    tdir = tfds_source.default_data_dir()
+    try:
+      x, source = tfds_source.read(tname, tsplit, select=select, prepare=prepare, data_dir=tdir)
+    except tfds_source.TfdsUnavailable as e:
+      tried.append(f"TFDS {tname!r} split {tsplit!r} in data dir {tdir} ({e})")
+
+  if x is None and name in synthetic.SYNTHETIC:
+    x = synthetic.make(name, split, like, n=n, seed=seed)
+    source = f"synthetic {name} (seed {seed})"
+
+  if x is None:
+    raise DatasetNotFoundError(_not_found_message(spec, name, split, tried))
+  x = validate_images(x, what=f"dataset {spec!r} ({split})")
+  if transforms:
+    x = validate_images(apply_transforms(x, transforms, seed), what=f"dataset {spec!r} ({split})")
+  return ImageSet(name=spec, split=split, x=x, source=source)

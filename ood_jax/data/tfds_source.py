@@ -1,0 +1,115 @@
+"""Prepared TensorFlow Datasets, read without downloading anything.
+
+First ``tfds.data_source`` (random access to ``array_record``/``parquet`` files, no
+TensorFlow needed); if that fails and TensorFlow is importable, ``tfds.load(...,
+download=False)`` (``tf.data``, any file format). The data directory is
+``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``. ``tensorflow_datasets`` is imported only
+here, and only when the dataset's directory exists, because it is slow to import.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ood_jax.errors import InvalidInputError
+
+CHUNK = 1000   # records read (and preprocessed) at a time
+
+
+class TfdsUnavailable(Exception):
+  """The dataset is not prepared where we looked; ``str(e)`` says why."""
+
+
+def default_data_dir() -> str:
+  """``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets`` (TFDS's own default)."""
+  return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+
+
+def dataset_dir(tfds_name: str, data_dir: str) -> str:
+  """Where TFDS keeps ``name[/config][:version]``: ``<data_dir>/<name>[/<config>]``."""
+  return os.path.join(data_dir, tfds_name.split(":", 1)[0])
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {text[0] if text else ''}"
+
+
+def _image(record, tfds_name: str) -> np.ndarray:
+  try:
+    return np.asarray(record["image"])
+  except (KeyError, TypeError, IndexError):
+    keys = list(record.keys()) if hasattr(record, "keys") else type(record).__name__
+    raise InvalidInputError(f"TFDS {tfds_name}: records have no 'image' feature (got {keys}).") from None
+
+
+def _read_random_access(ds, tfds_name: str, select: Callable[[int], np.ndarray],
+                        prepare: Callable[[Sequence[np.ndarray]], np.ndarray]) -> np.ndarray:
+  idx = np.asarray(select(len(ds)), np.int64)
+  if idx.size == 0:
+    return prepare([])
+  getitems = getattr(ds, "__getitems__", None)
+  chunks = []
+  for start in range(0, idx.size, CHUNK):
+    part = [int(i) for i in idx[start:start + CHUNK]]
+    records = getitems(part) if getitems is not None else [ds[i] for i in part]
+    chunks.append(prepare([_image(r, tfds_name) for r in records]))
+  return np.concatenate(chunks)
+
+
+def _read_sequential(records, tfds_name: str, select: Callable[[int], np.ndarray],
+                     prepare: Callable[[Sequence[np.ndarray]], np.ndarray]) -> np.ndarray:
+  chunks, buf = [], []
+  for r in records:
+    buf.append(_image(r, tfds_name))
+    if len(buf) == CHUNK:
+      chunks.append(prepare(buf))
+      buf = []
+  if buf or not chunks:
+    chunks.append(prepare(buf))
+  x = np.concatenate(chunks)
+  return x[np.asarray(select(len(x)), np.int64)]
+
+
+def read(tfds_name: str, split: str, *, select: Callable[[int], np.ndarray],
+         prepare: Callable[[Sequence[np.ndarray]], np.ndarray],
+         data_dir: str | None = None) -> tuple[np.ndarray, str]:
+  """Reads feature ``image`` of a prepared TFDS split; never downloads.
+
+  Args:
+    tfds_name: e.g. ``'mnist'``, ``'lsun/classroom'``, ``'downsampled_imagenet/32x32'``.
+    split: a TFDS split (slices such as ``'train[:10%]'`` work too).
+    select: ``N -> indices`` of the records to keep, in the order to return them.
+    prepare: list of ``H x W x C`` uint8 images -> uint8 ``N x H' x W' x C'``
+      (dataset preprocessing), applied chunk by chunk to bound memory.
+    data_dir: TFDS data directory; default ``default_data_dir()``.
+
+  Returns:
+    ``(x, provenance)``. Raises ``TfdsUnavailable`` when the data is not prepared.
+  """
+  data_dir = data_dir or default_data_dir()
+  where = dataset_dir(tfds_name, data_dir)
+  if "://" not in data_dir and not os.path.isdir(where):
+    raise TfdsUnavailable(f"not prepared: {where} does not exist")
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  try:
+    ds = tfds.data_source(tfds_name, split=split, data_dir=data_dir, download=False, try_gcs=False)
+  except Exception as e:  # pylint: disable=broad-except  (tfds raises many kinds)
+    reason = f"tfds.data_source failed ({_first_line(e)})"
+  else:
+    return _read_random_access(ds, tfds_name, select, prepare), f"tfds {tfds_name} (data_source)"
+
+  if importlib.util.find_spec("tensorflow") is None:
+    raise TfdsUnavailable(
+        f"{reason}; TensorFlow is not installed, so the tf.data fallback is unavailable")
+  try:
+    ds = tfds.load(tfds_name, split=split, data_dir=data_dir, download=False, try_gcs=False)
+  except Exception as e:  # pylint: disable=broad-except
+    raise TfdsUnavailable(f"{reason}; tfds.load failed ({_first_line(e)})") from e
+  return (_read_sequential(tfds.as_numpy(ds), tfds_name, select, prepare),
+          f"tfds {tfds_name} (tf.data)")

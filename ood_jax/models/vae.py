@@ -1,0 +1,248 @@
+"""DCGAN-style convolutional VAE of the Likelihood Regret (Xiao et al.) / ROSE references.
+
+The layer table is the one of ``shared/fixtures/lr_vae_fmnist/README.md`` (there with
+ngf 32, latent 100, 1 channel, 256-way categorical), generalised to ``ngf``,
+``latent_dim``, C channels and other likelihoods. Images must be 32 x 32.
+
+Encoder (params under ``encoder``; torch ``netE`` names in brackets):
+  ``input_conv``   Conv k4 s2 p1, C -> ngf, no bias          [main.input-conv]     -> 16x16
+  ``input_bn``     BatchNorm, ReLU                            [main.input-BN]
+  ``pyramid_conv1`` Conv k4 s2 p1, ngf -> 2ngf, no bias       [main.pyramid:ngf-2ngf:conv] -> 8x8
+  ``pyramid_bn1``  BatchNorm, ReLU                            [main.pyramid:2ngf:batchnorm]
+  ``pyramid_conv2`` Conv k4 s2 p1, 2ngf -> 4ngf, no bias      [main.pyramid:2ngf-4ngf:conv] -> 4x4
+  ``pyramid_bn2``  BatchNorm, ReLU                            [main.pyramid:4ngf:batchnorm]
+  ``mu_conv``      Conv k4 s1 p0, 4ngf -> latent, bias        [conv1]                -> 1x1
+  ``logvar_conv``  Conv k4 s1 p0, 4ngf -> latent, bias        [conv2]                -> 1x1
+Decoder (params under ``decoder``; torch ``netG`` names in brackets), no biases:
+  ``initial_convt``  ConvT k4 s1 p0, latent -> 4ngf           [main.initial:nz-4ngf:convt] -> 4x4
+  ``initial_bn``     BatchNorm, ReLU                          [main.initial:4ngf:batchnorm]
+  ``pyramid_convt1`` ConvT k4 s2 p1, 4ngf -> 2ngf             [main.pyramid:4ngf-2ngf:convt] -> 8x8
+  ``pyramid_bn1``    BatchNorm, ReLU                          [main.pyramid:2ngf:batchnorm]
+  ``pyramid_convt2`` ConvT k4 s2 p1, 2ngf -> ngf              [main.pyramid:2ngf-ngf:convt] -> 16x16
+  ``pyramid_bn2``    BatchNorm, ReLU                          [main.pyramid:ngf:batchnorm]
+  ``final_convt``    ConvT k4 s2 p1, ngf -> C*P               [main.final:ngf-C:convt] -> 32x32
+The decoder output is channel-major: image channel c owns output channels c*P .. c*P+P-1,
+returned as ``N x 32 x 32 x C x P``. BatchNorm: eps 1e-5, torch momentum 0.1 (flax 0.9);
+its mode is always the ``train`` argument (train mode normalises with batch statistics,
+biased variance, and needs ``mutable=['batch_stats']``). Initialisation is DCGAN's
+(kernels N(0, 0.02), BN scale N(1, 0.02), biases 0).
+
+Units: every returned log-probability is in nats per image of the discrete 8-bit data.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ood_jax.data.pixels import to_unit
+from ood_jax.errors import InvalidInputError
+from ood_jax.models.conv_transpose import ConvTranspose
+from ood_jax.models.likelihoods import Likelihood, get_likelihood, image_sum
+
+_KERNEL_INIT = nn.initializers.normal(0.02)
+
+
+def _bn_scale_init(key, shape, dtype=jnp.float32):
+  return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+def _batch_norm(name: str) -> nn.BatchNorm:
+  return nn.BatchNorm(momentum=0.9, epsilon=1e-5, scale_init=_bn_scale_init, name=name)
+
+
+def _conv(features: int, stride: int, padding: int, use_bias: bool, name: str) -> nn.Conv:
+  return nn.Conv(features, (4, 4), strides=(stride, stride),
+                 padding=((padding, padding), (padding, padding)), use_bias=use_bias,
+                 kernel_init=_KERNEL_INIT, name=name)
+
+
+def gaussian_kl(mu: jax.Array, logvar: jax.Array) -> jax.Array:
+  """KL(N(mu, exp(logvar)) || N(0, I)) in nats, summed over the last axis."""
+  return -0.5 * jnp.sum(1.0 + logvar - mu ** 2 - jnp.exp(logvar), axis=-1)
+
+
+class ConvEncoder(nn.Module):
+  """x in [0, 1] (N x 32 x 32 x C) -> (mu, logvar), each N x latent_dim."""
+  latent_dim: int = 100
+  ngf: int = 32
+
+  def setup(self):
+    ngf = self.ngf
+    self.input_conv = _conv(ngf, 2, 1, False, "input_conv")
+    self.input_bn = _batch_norm("input_bn")
+    self.pyramid_conv1 = _conv(2 * ngf, 2, 1, False, "pyramid_conv1")
+    self.pyramid_bn1 = _batch_norm("pyramid_bn1")
+    self.pyramid_conv2 = _conv(4 * ngf, 2, 1, False, "pyramid_conv2")
+    self.pyramid_bn2 = _batch_norm("pyramid_bn2")
+    self.mu_conv = _conv(self.latent_dim, 1, 0, True, "mu_conv")
+    self.logvar_conv = _conv(self.latent_dim, 1, 0, True, "logvar_conv")
+
+  def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
+    ura = not train
+    h = nn.relu(self.input_bn(self.input_conv(x), use_running_average=ura))
+    h = nn.relu(self.pyramid_bn1(self.pyramid_conv1(h), use_running_average=ura))
+    h = nn.relu(self.pyramid_bn2(self.pyramid_conv2(h), use_running_average=ura))
+    n = x.shape[0]
+    return self.mu_conv(h).reshape(n, -1), self.logvar_conv(h).reshape(n, -1)
+
+
+class ConvDecoder(nn.Module):
+  """z (N x latent_dim) -> raw output N x 32 x 32 x (C*P) (no output activation)."""
+  out_features: int
+  ngf: int = 32
+  fast_convt_grad: bool = True
+
+  def setup(self):
+    ngf, fast = self.ngf, self.fast_convt_grad
+    self.initial_convt = ConvTranspose(4 * ngf, 4, 1, 0, fast_grad=fast, name="initial_convt")
+    self.initial_bn = _batch_norm("initial_bn")
+    self.pyramid_convt1 = ConvTranspose(2 * ngf, 4, 2, 1, fast_grad=fast, name="pyramid_convt1")
+    self.pyramid_bn1 = _batch_norm("pyramid_bn1")
+    self.pyramid_convt2 = ConvTranspose(ngf, 4, 2, 1, fast_grad=fast, name="pyramid_convt2")
+    self.pyramid_bn2 = _batch_norm("pyramid_bn2")
+    self.final_convt = ConvTranspose(self.out_features, 4, 2, 1, fast_grad=fast, name="final_convt")
+
+  def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
+    ura = not train
+    h = z.reshape(z.shape[0], 1, 1, z.shape[-1])
+    h = nn.relu(self.initial_bn(self.initial_convt(h), use_running_average=ura))
+    h = nn.relu(self.pyramid_bn1(self.pyramid_convt1(h), use_running_average=ura))
+    h = nn.relu(self.pyramid_bn2(self.pyramid_convt2(h), use_running_average=ura))
+    return self.final_convt(h)
+
+
+class ConvVAE(nn.Module):
+  """The reference DCGAN VAE with a normalised discrete likelihood over 8-bit levels.
+
+  Attributes:
+    image_shape: (H, W, C); H = W = 32 is required.
+    latent_dim: d (paper: 100 grey, 200 colour).
+    ngf: base channel width (widths ngf, 2ngf, 4ngf).
+    likelihood: 'categorical256', 'bernoulli' or 'dgaussian' (see ``likelihoods.py``).
+    fast_convt_grad: custom-VJP gradients for the transposed convolutions.
+
+  Methods take uint8 images ``N x H x W x C`` (numpy or jax); randomness comes from the
+  ``'sample'`` rng stream; ``train`` selects BatchNorm batch statistics (then pass
+  ``mutable=['batch_stats']``).
+  """
+  image_shape: tuple[int, int, int] = (32, 32, 1)
+  latent_dim: int = 100
+  ngf: int = 32
+  likelihood: str = "categorical256"
+  fast_convt_grad: bool = True
+
+  def __post_init__(self):
+    shape = tuple(self.image_shape)
+    if len(shape) != 3 or shape[0] < 1 or shape[2] < 1:
+      raise InvalidInputError(f"ConvVAE: image_shape must be (H, W, C), got {self.image_shape}.")
+    if shape[:2] != (32, 32):
+      raise InvalidInputError(
+          f"ConvVAE needs 32 x 32 images (three stride-2 convolutions down to 4 x 4, then"
+          f" 4 x 4 heads), got image_shape {shape}. Resize the data with the 'resize:32'"
+          " transform, e.g. 'mnist+resize:32'.")
+    get_likelihood(self.likelihood)  # UnknownNameError early
+    super().__post_init__()
+
+  @property
+  def lik(self) -> Likelihood:
+    return get_likelihood(self.likelihood)
+
+  def setup(self):
+    self.encoder = ConvEncoder(self.latent_dim, self.ngf, name="encoder")
+    self.decoder = ConvDecoder(self.image_shape[2] * self.lik.num_params, self.ngf,
+                               self.fast_convt_grad, name="decoder")
+
+  # ------------------------------------------------------------------ helpers
+  def _check(self, x) -> jax.Array:
+    x = jnp.asarray(x)
+    if x.dtype != jnp.uint8:
+      raise InvalidInputError(
+          f"ConvVAE: expected uint8 images (8-bit levels 0..255), got dtype {x.dtype}.")
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.image_shape):
+      hint = ""
+      if x.ndim == 4 and tuple(x.shape[1:3]) != (32, 32):
+        hint = " Resize with the 'resize:32' transform."
+      raise InvalidInputError(
+          f"ConvVAE: expected images N x {' x '.join(map(str, self.image_shape))}, got shape"
+          f" {tuple(x.shape)}.{hint}")
+    return x
+
+  def _sum_log_prob(self, out: jax.Array, x: jax.Array) -> jax.Array:
+    """Sums the per-sub-pixel log-probability over H, W, C (last three axes of ``x``)."""
+    return image_sum(self.lik.log_prob(out, jnp.broadcast_to(x, out.shape[:-1])))
+
+  # ------------------------------------------------------------------ building blocks
+  def encode(self, x_uint8, train: bool = False) -> tuple[jax.Array, jax.Array]:
+    """q(z|x) parameters ``(mu, logvar)``, each float32 ``N x latent_dim``; input ``x/255``."""
+    x = self._check(x_uint8)
+    return self.encoder(to_unit(x), train)
+
+  def decode(self, z: jax.Array, train: bool = False) -> jax.Array:
+    """Raw decoder output ``N x H x W x C x P`` (categorical: unnormalised logits)."""
+    out = self.decoder(z, train)
+    h, w, c = self.image_shape
+    return out.reshape(z.shape[0], h, w, c, self.lik.num_params)
+
+  def decoder_logits(self, z: jax.Array, train: bool = False) -> jax.Array:
+    """Alias of :meth:`decode` (the name used by the parity tests)."""
+    return self.decode(z, train)
+
+  def decoder_log_prob(self, z: jax.Array, x_uint8, train: bool = False) -> jax.Array:
+    """log p(x|z), float32 ``N``: nats, summed over the H*W*C sub-pixels."""
+    x = self._check(x_uint8)
+    return self._sum_log_prob(self.decode(z, train), x)
+
+  # ------------------------------------------------------------------ objectives
+  def __call__(self, x_uint8, train: bool) -> jax.Array:
+    """Training objective: negative ELBO in nats per image, float32 ``N``.
+
+    One reparameterised z per image (rng stream ``'sample'``), analytic KL.
+    """
+    x = self._check(x_uint8)
+    mu, logvar = self.encoder(to_unit(x), train)
+    eps = jax.random.normal(self.make_rng("sample"), mu.shape, mu.dtype)
+    z = mu + jnp.exp(0.5 * logvar) * eps
+    recon = self._sum_log_prob(self.decode(z, train), x)
+    return gaussian_kl(mu, logvar) - recon
+
+  def elbo(self, x_uint8, train: bool = False) -> jax.Array:
+    """Single-sample ELBO in nats per image (= ``-__call__``)."""
+    return -self(x_uint8, train)
+
+  def log_weights(self, x_uint8, eps: jax.Array, train: bool = False) -> jax.Array:
+    """Importance log-weights ``log p(x|z_k) + log N(z_k; 0, I) - log q(z_k|x)``, ``N x K``.
+
+    ``eps`` (``N x K x latent_dim``) is the standard-normal noise, ``z = mu + sigma*eps``;
+    the K latents of all images go through the decoder as one batch of N*K. Nats.
+    """
+    x = self._check(x_uint8)
+    mu, logvar = self.encoder(to_unit(x), train)
+    n, k, d = eps.shape
+    z = mu[:, None, :] + jnp.exp(0.5 * logvar)[:, None, :] * eps
+    out = self.decode(z.reshape(n * k, d), train)
+    out = out.reshape(n, k, *out.shape[1:])
+    recon = self._sum_log_prob(out, x[:, None])
+    # log N(z;0,I) - log q(z|x); (z - mu)/sigma = eps exactly, the 1/2 log 2pi terms cancel.
+    log_ratio = jnp.sum(0.5 * eps ** 2 - 0.5 * z ** 2 + 0.5 * logvar[:, None, :], axis=-1)
+    return recon + log_ratio
+
+  def log_prob(self, x_uint8, train: bool = False, k: int = 16) -> jax.Array:
+    """IWAE estimate of log p(x) with ``k`` samples, nats per image, float32 ``N``.
+
+    ``logmeanexp_k`` of :meth:`log_weights` (rng stream ``'sample'``); k = 1 is the
+    single-sample importance estimate. Memory grows as N*k decoder outputs.
+    """
+    x = self._check(x_uint8)
+    eps = jax.random.normal(self.make_rng("sample"), (x.shape[0], int(k), self.latent_dim))
+    lw = self.log_weights(x, eps, train)
+    return jax.nn.logsumexp(lw, axis=1) - math.log(int(k))
+
+  def sample(self, rng: jax.Array, n: int) -> jax.Array:
+    """``n`` uint8 images from the model (eval-mode BatchNorm), ``n x H x W x C``."""
+    rz, rx = jax.random.split(rng)
+    z = jax.random.normal(rz, (int(n), self.latent_dim))
+    return self.lik.sample(rx, self.decode(z, train=False))

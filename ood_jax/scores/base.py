@@ -1,0 +1,72 @@
+"""The Scorer protocol shared by every OOD score.
+
+    state = scorer.fit(model, variables, id_data)   # once: statistics of the ID data
+    s = scorer.score(state, x)                      # float32[N], higher = more OOD
+
+``score`` validates ``x`` (uint8 N x H x W x C at the model's resolution), cuts it into
+fixed-size chunks (the last padded) so the jit-compiled chunk function is compiled once
+and memory stays bounded, shards each chunk over all devices and returns a numpy array.
+Engineers who want the raw compiled function use ``state.chunk_fn(state.params, x, rng)``:
+it is pure and can be ``jit``/``vmap``-ed further.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from ood_jax.data import batches
+from ood_jax.data.pixels import validate_images
+from ood_jax.errors import InvalidInputError
+
+
+@flax.struct.dataclass
+class ScorerState:
+  """What ``fit`` returns: the arrays a score needs plus its compiled chunk function."""
+  params: Any                                                   # pytree of arrays
+  chunk_fn: Callable = flax.struct.field(pytree_node=False)     # (params, x, rng) -> f32[B]
+  image_shape: tuple = flax.struct.field(pytree_node=False)
+  name: str = flax.struct.field(pytree_node=False, default="")
+
+
+class Scorer(abc.ABC):
+  """Base class: subclasses implement ``fit``; ``score`` is shared."""
+
+  name: str = ""
+  chunk_size: int = 256
+  seed: int = 0
+  progress: bool = False
+
+  @abc.abstractmethod
+  def fit(self, model: nn.Module, variables: dict, id_data: np.ndarray | None) -> ScorerState:
+    ...
+
+  def score(self, state: ScorerState, x: np.ndarray) -> np.ndarray:
+    x = validate_images(x, what=f"{self.name} score input", hwc=state.image_shape)
+    chunk = _device_multiple(min(self.chunk_size, len(x)))
+    key = jax.random.PRNGKey(self.seed)
+    out = []
+    it = batches.padded_chunks(x, chunk)
+    if self.progress:
+      it = tqdm(it, total=-(-len(x) // chunk), desc=self.name, unit="chunk", leave=False)
+    for i, (part, n) in enumerate(it):
+      s = state.chunk_fn(state.params, batches.to_devices(part), jax.random.fold_in(key, i))
+      out.append(np.asarray(jax.device_get(s))[:n])
+    scores = np.concatenate(out).astype(np.float32)
+    if not np.all(np.isfinite(scores)):
+      bad = int(np.sum(~np.isfinite(scores)))
+      raise InvalidInputError(f"{self.name}: {bad} of {len(scores)} scores are NaN/inf "
+                              "(the model's likelihood overflowed on these inputs).")
+    return scores
+
+
+def _device_multiple(n: int) -> int:
+  d = jax.device_count()
+  return max(d, -(-n // d) * d)

@@ -1,0 +1,125 @@
+"""Report writing: files, formats, atomicity."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from ood_jax import metrics
+from ood_jax.errors import InvalidInputError
+from ood_jax.experiments import report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _inputs():
+  rng = np.random.default_rng(0)
+  s_id = rng.normal(3.0, 0.3, 200)
+  ood = {"mnist": rng.normal(2.5, 0.3, 150), "noise": rng.normal(8.0, 0.1, 100)}
+  rows = [{"id": "fashion_mnist", "model": "vae", "score": "nll", "ood": name,
+           **metrics.ood_metrics(s_id, s)} for name, s in ood.items()]
+  # A second score with hand-set numbers to check the formatting.
+  rows.append({"id": "fashion_mnist", "model": "vae", "score": "typicality", "ood": "mnist",
+               "auroc": 0.98765, "auprc_in": 0.5, "auprc_out": 0.12345, "fpr80": 0.0004,
+               "fpr95": 1.0, "n_id": 200, "n_ood": 150})
+  samples = {("vae", "nll"): {"id_name": "fashion_mnist test", "id": s_id, "ood": ood,
+                              "xlabel": "bits/dim"}}
+  meta = {"preset": "smoke", "seed": 0, "wall_seconds": np.float32(1.5),
+          "models": {"vae": {"bits_per_dim_mean": {"id_test": 3.0}}}, "shape": (28, 28, 1)}
+  return dict(title="Test report", rows=rows, meta=meta, score_samples=samples,
+              command="python -m ood_jax.experiments.table2 --preset smoke --out 'a b'")
+
+
+def test_writes_all_files(tmp_path):
+  out = tmp_path / "run"
+  kw = _inputs()
+  files = report.write_report(out, **kw)
+  expected = {"report.md", "results.json", "meta.json", "hist_vae_nll.png", "roc_vae_nll.png"}
+  assert set(files) == expected
+  assert set(os.listdir(out)) == expected              # and no temp dir left behind
+  for name, path in files.items():
+    assert path == os.path.join(out, name) and os.path.isfile(path)
+
+  results = json.loads((out / "results.json").read_text())
+  assert isinstance(results, list) and len(results) == 3
+  for r in results:
+    assert list(r) == list(report.ROW_KEYS)
+  assert results[0]["auroc"] == kw["rows"][0]["auroc"]
+  assert isinstance(results[0]["n_id"], int)
+
+  meta = json.loads((out / "meta.json").read_text())
+  assert meta["wall_seconds"] == 1.5 and meta["shape"] == [28, 28, 1]
+  assert meta["models"]["vae"]["bits_per_dim_mean"]["id_test"] == 3.0
+
+  for name in ("hist_vae_nll.png", "roc_vae_nll.png"):
+    blob = (out / name).read_bytes()
+    assert blob[:8] == PNG_MAGIC and len(blob) > 10_000
+
+
+def test_report_markdown_tables(tmp_path):
+  kw = _inputs()
+  report.write_report(tmp_path, **kw)
+  md = (tmp_path / "report.md").read_text()
+  assert md.startswith("# Test report\n")
+  assert kw["command"] in md
+  assert "- **preset**: `smoke`" in md
+  assert "### ID fashion_mnist, model vae (n_id = 200)" in md
+  assert "| OOD set | n_ood | nll | typicality |" in md
+  r_mnist, r_noise = kw["rows"][0], kw["rows"][1]
+  assert (f"| mnist | 150 | {r_mnist['auroc']:.3f} / {r_mnist['auprc_out']:.3f} "
+          "| 0.988 / 0.123 |") in md
+  assert f"| noise | 100 | {r_noise['auroc']:.3f} / {r_noise['auprc_out']:.3f} | – |" in md
+  assert "1.000 / 1.000" in md                      # noise is perfectly separated
+  # Second table: FPR80 / AUPRC-in.
+  assert "## FPR80 / AUPRC-in" in md
+  assert f"| mnist | 150 | {r_mnist['fpr80']:.3f} / {r_mnist['auprc_in']:.3f} | 0.000 / 0.500 |" in md
+  assert "(hist_vae_nll.png)" in md and "(roc_vae_nll.png)" in md
+
+
+def test_failure_midway_leaves_out_dir_untouched(tmp_path, monkeypatch):
+  (tmp_path / "report.md").write_text("old report\n")
+  (tmp_path / "checkpoints").mkdir()
+  before = sorted(os.listdir(tmp_path))
+
+  def boom(*args, **kwargs):
+    raise RuntimeError("injected plotting failure")
+
+  monkeypatch.setattr(report, "_plot_roc", boom)      # the histogram is already rendered
+  with pytest.raises(RuntimeError, match="injected"):
+    report.write_report(tmp_path, **_inputs())
+  assert sorted(os.listdir(tmp_path)) == before        # no new files, no .tmp-report-* dir
+  assert (tmp_path / "report.md").read_text() == "old report\n"
+
+
+def test_failure_does_not_leave_created_out_dir(tmp_path, monkeypatch):
+  monkeypatch.setattr(report, "_plot_hist", lambda *a, **k: 1 / 0)
+  with pytest.raises(ZeroDivisionError):
+    report.write_report(tmp_path / "new", **_inputs())
+  assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("key,value", [("auroc", float("nan")), ("fpr95", np.float32("nan")),
+                                       ("auprc_in", float("inf"))])
+def test_non_finite_row_rejected_before_writing(tmp_path, key, value):
+  kw = _inputs()
+  kw["rows"][1][key] = value
+  with pytest.raises(InvalidInputError, match=rf"rows\[1\]\['{key}'\].*noise"):
+    report.write_report(tmp_path / "run", **kw)
+  assert not (tmp_path / "run").exists()
+
+
+def test_malformed_rows_and_samples_rejected(tmp_path):
+  kw = _inputs()
+  del kw["rows"][0]["fpr80"]
+  with pytest.raises(InvalidInputError, match="missing \\['fpr80'\\]"):
+    report.write_report(tmp_path, **kw)
+  kw = _inputs()
+  kw["rows"].append(dict(kw["rows"][0]))
+  with pytest.raises(InvalidInputError, match="duplicate"):
+    report.write_report(tmp_path, **kw)
+  kw = _inputs()
+  kw["score_samples"][("vae", "nll")]["ood"]["noise"][3] = np.nan
+  with pytest.raises(InvalidInputError, match="noise.*1 NaN"):
+    report.write_report(tmp_path, **kw)
+  assert os.listdir(tmp_path) == []
