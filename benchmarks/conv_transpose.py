@@ -73,16 +73,26 @@ def _decoder_layers(channels: int) -> list[tuple[str, int, int, int, int, int]]:
           ("final ngf->256C, 16->32", 16, ngf, 256 * channels, 2, 1)]
 
 
-def time_forwards(fast: bool, batch: int, steps: int, channels: int) -> list[tuple[str, float]]:
-  """Median seconds of the forward pass alone for each decoder transposed convolution
-  (``fast``: sub-pixel phases for stride 2; else the ``lhs_dilation`` convolution)."""
+def time_forwards(batch: int, steps: int, channels: int) -> list[tuple[str, float, float]]:
+  """Median seconds of the forward pass alone for each decoder transposed convolution:
+  ``(name, fast, plain)`` with fast = sub-pixel phases (stride 2), plain = the
+  ``lhs_dilation`` convolution. The two are timed alternately (a busy CPU drifts)."""
   rng = np.random.default_rng(0)
   out = []
   for name, h, cin, cout, s, p in _decoder_layers(channels):
     x = jnp.asarray(rng.normal(size=(batch, h, h, cin)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(4, 4, cin, cout)) * 0.02, jnp.float32)
-    f = jax.jit(lambda x, w, s=s, p=p: conv_transpose(x, w, s, p, fast_grad=fast))
-    out.append((name, _median_seconds(lambda: f(x, w), steps)))
+    fns = [jax.jit(lambda x, w, s=s, p=p, fast=fast: conv_transpose(x, w, s, p, fast_grad=fast))
+           for fast in (True, False)]
+    times = ([], [])
+    for f in fns:
+      jax.block_until_ready(f(x, w))   # compile + warm-up
+    for _ in range(steps):
+      for f, t_list in zip(fns, times):
+        t = time.perf_counter()
+        jax.block_until_ready(f(x, w))
+        t_list.append(time.perf_counter() - t)
+    out.append((name, statistics.median(times[0]), statistics.median(times[1])))
   return out
 
 
@@ -113,9 +123,7 @@ def main() -> None:
   rows = [("VAE train step (Adam, BN train mode)",
            time_train_step(True, args.batch, args.steps, args.channels),
            time_train_step(False, args.batch, args.steps, args.channels))]
-  fast_f = time_forwards(True, args.batch, args.steps, args.channels)
-  slow_f = time_forwards(False, args.batch, args.steps, args.channels)
-  for (name, f), (_, s) in zip(fast_f, slow_f):
+  for name, f, s in time_forwards(args.batch, args.steps, args.channels):
     rows.append((f"decoder forward: {name}", f, s))
   fast_k = time_kernel_grads(True, args.batch, args.steps, args.channels)
   slow_k = time_kernel_grads(False, args.batch, args.steps, args.channels)
