@@ -85,3 +85,11 @@ def test_registry():
   assert get_scorer("nll", k=3).k == 3
   with pytest.raises(UnknownNameError, match="known scores: nll"):
     get_scorer("nope")
+
+
+def test_nll_chunk_bounds_latents():
+  assert NLL(k=1000, chunk_size=256).images_per_chunk() == 2
+  assert NLL(k=20, chunk_size=256).images_per_chunk() == 128
+  assert NLL(k=10, chunk_size=256).images_per_chunk() == 256
+  assert NLL(k=1, chunk_size=256).images_per_chunk() == 256
+  assert NLL(k=5000).images_per_chunk() == 1

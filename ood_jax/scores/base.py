@@ -44,13 +44,17 @@ class Scorer(abc.ABC):
   seed: int = 0
   progress: bool = False
 
+  def images_per_chunk(self) -> int:
+    """Images per compiled call; scorers whose cost grows per image override this."""
+    return self.chunk_size
+
   @abc.abstractmethod
   def fit(self, model: nn.Module, variables: dict, id_data: np.ndarray | None) -> ScorerState:
     ...
 
   def score(self, state: ScorerState, x: np.ndarray) -> np.ndarray:
     x = validate_images(x, what=f"{self.name} score input", hwc=state.image_shape)
-    chunk = _device_multiple(min(self.chunk_size, len(x)))
+    chunk = _device_multiple(min(self.images_per_chunk(), len(x)))
     key = jax.random.PRNGKey(self.seed)
     out = []
     it = batches.padded_chunks(x, chunk)

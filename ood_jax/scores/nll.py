@@ -26,9 +26,13 @@ def log_prob_fn(model: nn.Module, k: int):
 class NLL(Scorer):
   k: int = 16           # importance samples for latent-variable models
   chunk_size: int = 256
+  max_latents: int = 2560   # bounds chunk x k: the VAE's 256-way logits are 1 MB per latent
   seed: int = 0
   progress: bool = False
   name: str = "nll"
+
+  def images_per_chunk(self) -> int:
+    return max(1, min(self.chunk_size, self.max_latents // max(1, self.k)))
 
   def fit(self, model, variables, id_data=None) -> ScorerState:
     lp = log_prob_fn(model, self.k)
