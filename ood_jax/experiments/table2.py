@@ -13,6 +13,7 @@ and ROC curves into ``--out``. OOD is the positive class; higher score = more OO
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import shlex
@@ -26,7 +27,7 @@ from ood_jax.errors import OODJaxError
 from ood_jax.experiments import configs, pipeline
 from ood_jax.experiments.report import write_report
 from ood_jax.models import registry as model_registry
-from ood_jax.scores import SCORERS
+from ood_jax.scores import get_scorer
 
 DEFAULT_ID = "fashion_mnist"
 DEFAULT_OOD = "mnist,noise,constant,rotation"
@@ -57,9 +58,7 @@ def check_names(models: list[str], scores: list[str]) -> None:
   for m in models:
     model_registry.check_name(m)
   for s in scores:
-    if s not in SCORERS:
-      from ood_jax.scores import get_scorer
-      get_scorer(s)  # raises UnknownNameError with the list of known scores
+    get_scorer(s)  # raises UnknownNameError listing the known scores
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -69,11 +68,10 @@ def run(args: argparse.Namespace) -> dict:
   scores = pipeline.split_list(args.scores)
   oods = pipeline.split_list(args.ood)
   check_names(models, scores)
-  train_cfg = preset.train
   overrides = {"seed": args.seed}
   if args.train_steps is not None:
     overrides["num_steps"] = args.train_steps
-  train_cfg = train_cfg.__class__(**{**train_cfg.__dict__, **overrides})
+  train_cfg = dataclasses.replace(preset.train, **overrides)
   n_eval = args.n_eval if args.n_eval is not None else preset.n_eval
   k = args.k if args.k is not None else preset.k
   progress = not args.no_progress
@@ -110,7 +108,7 @@ def run(args: argparse.Namespace) -> dict:
   meta = {
       "preset": args.preset, "seed": args.seed, "id": args.id, "input_shape": list(sets.hwc),
       "n_train": len(sets.train.x), "n_id_test": len(sets.test.x), "k_importance": k,
-      "train_config": dict(train_cfg.__dict__), "models": model_meta,
+      "train_config": dataclasses.asdict(train_cfg), "models": model_meta,
       "data_sources": {"id_train": sets.train.source, "id_test": sets.test.source,
                        **{n: s.source for n, s in sets.ood.items()}},
       "wall_seconds": round(time.perf_counter() - t0, 1),
