@@ -66,23 +66,55 @@ def slug(*parts) -> str:
   return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(str(p) for p in parts))
 
 
+def model_train_config(model_name: str, config: TrainConfig) -> TrainConfig:
+  """The experiment's TrainConfig with the model's own defaults (flows: warm-up, clipping)
+  filled in where the experiment leaves them off."""
+  base = TrainConfig()
+  fill = {k: v for k, v in model_registry.train_defaults(model_name).items()
+          if getattr(config, k) == getattr(base, k)}
+  return dataclasses.replace(config, **fill)
+
+
+def ckpt_root(ckpt_dir: str | None, out: str | None) -> str:
+  """The trained-model cache: ``--ckpt-dir``; else ``<out>/checkpoints`` when ``--out`` is
+  given; else ``runs/checkpoints``, shared by every experiment run with default paths."""
+  if ckpt_dir:
+    return ckpt_dir
+  return os.path.join(out, "checkpoints") if out else os.path.join("runs", "checkpoints")
+
+
+def checkpoint_dir(ckpt_root: str, train_name: str, model_name: str, model_preset: str,
+                   seed: int) -> str:
+  """Where a trained model is cached: one directory per (ID set, model, preset, seed)."""
+  return os.path.join(ckpt_root, slug(train_name, model_name, model_preset, f"seed{seed}"))
+
+
 def train_or_load(model_name: str, model_preset: str, sets: Sets, config: TrainConfig,
                   ckpt_root: str, *, progress: bool) -> tuple[object, TrainResult]:
   """Trains ``model_name`` on the ID training set, or loads its finished checkpoint."""
   model = model_registry.make_model(model_name, model_preset, sets.hwc)
-  ckpt = os.path.join(ckpt_root, slug(sets.train.name, model_name, model_preset,
-                                      f"seed{config.seed}"))
+  config = model_train_config(model_name, config)
+  ckpt = checkpoint_dir(ckpt_root, sets.train.name, model_name, model_preset, config.seed)
   result = train(model, sets.train.x, config, ckpt, progress=progress,
                  desc=f"train {model_name} on {sets.train.name}")
   return model, result
 
 
 def score_all(model, variables, score_names: list[str], sets: Sets, *, k: int, seed: int,
-              progress: bool) -> dict[str, dict[str, np.ndarray]]:
-  """``{score: {'__id__': s_id, ood_name: s_ood, ...}}`` for one trained model."""
+              progress: bool, ckpt_dir: str | None = None,
+              train_config: TrainConfig | None = None,
+              scorer_kwargs: dict | None = None) -> dict[str, dict[str, np.ndarray]]:
+  """``{score: {'__id__': s_id, ood_name: s_ood, ...}}`` for one trained model.
+
+  Scorers that train models of their own (``waic``'s ensemble, ``likelihood_ratio``'s
+  background model) cache them under ``ckpt_dir`` and train with ``train_config``.
+  """
   out = {}
   for name in score_names:
-    scorer = get_scorer(name, k=k, seed=seed, progress=progress)
+    kwargs = dict(k=k, seed=seed, progress=progress, train_config=train_config,
+                  ckpt_dir=None if ckpt_dir is None else os.path.join(ckpt_dir, name))
+    kwargs.update(scorer_kwargs or {})
+    scorer = get_scorer(name, **kwargs)
     state = scorer.fit(model, variables, sets.train.x)
     vals = {"__id__": scorer.score(state, sets.test.x)}
     for ood_name, s in sets.ood.items():

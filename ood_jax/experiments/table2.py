@@ -4,7 +4,7 @@
     python -m ood_jax.experiments.table2 --preset smoke --out runs/smoke
     python -m ood_jax.experiments.table2 --id cifar10 --ood celeb_a,noise,constant
 
-Trains (or reloads from ``--out/checkpoints``) each model on the in-distribution training
+Trains (or reloads from the checkpoint cache, ``--ckpt-dir``) each model on the in-distribution training
 split, scores the ID test split and every OOD set, and writes ``report.md``,
 ``results.json`` (one row per model x score x OOD set), ``meta.json`` and PNG histograms
 and ROC curves into ``--out``. OOD is the positive class; higher score = more OOD.
@@ -46,6 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--data-dir", default=None,
                  help="directory of <name>_<split>.npz arrays (else $OOD_JAX_DATA_DIR, TFDS, ...)")
   p.add_argument("--out", default=None, help="output directory (default runs/table2_<id>_<preset>)")
+  p.add_argument("--ckpt-dir", default=None,
+                 help="trained-model cache (default runs/checkpoints, shared by every experiment;"
+                      " <out>/checkpoints when --out is given)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--n-eval", type=int, default=None, help="override the preset's images per set")
   p.add_argument("--train-steps", type=int, default=None, help="override the preset's training length")
@@ -76,6 +79,7 @@ def run(args: argparse.Namespace) -> dict:
   k = args.k if args.k is not None else preset.k
   progress = not args.no_progress
   out = args.out or os.path.join("runs", f"table2_{args.id}_{args.preset}")
+  ckpt_root = pipeline.ckpt_root(args.ckpt_dir, args.out)
 
   # Everything below the data loading can fail only for reasons found while computing.
   sets = pipeline.load_sets(args.id, oods, models, data_dir=args.data_dir, n_train=preset.n_train,
@@ -83,10 +87,13 @@ def run(args: argparse.Namespace) -> dict:
   rows, samples, model_meta = [], {}, {}
   for model_name in models:
     model, result = pipeline.train_or_load(model_name, preset.model_preset, sets, train_cfg,
-                                           os.path.join(out, "checkpoints"), progress=progress)
+                                           ckpt_root, progress=progress)
+    score_ckpt = pipeline.checkpoint_dir(ckpt_root, sets.train.name, model_name,
+                                         preset.model_preset, args.seed) + "_scores"
     with pipeline.Timer() as ts:
       vals = pipeline.score_all(model, result.variables, scores, sets, k=k, seed=args.seed,
-                                progress=progress)
+                                progress=progress, ckpt_dir=score_ckpt,
+                                train_config=pipeline.model_train_config(model_name, train_cfg))
     rows += pipeline.metric_rows(args.id, model_name, vals)
     info = {"train_steps": result.step, "resumed_from": result.resumed_from,
             "train_seconds_this_run": round(result.seconds, 1),

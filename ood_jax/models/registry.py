@@ -7,11 +7,14 @@ Presets of ``'vae'`` (:class:`ConvVAE`, categorical256 unless ``likelihood=`` is
   ngf 32, latent 100 for grey images; ngf 64, latent 200 for colour images.
 
 ``'uniform'`` (:class:`UniformModel`) has no settings; every preset gives the same model.
+``'realnvp'``, ``'glow'``, ``'cv_glow'`` and ``'pixelcnnpp'`` live in their own modules and
+are imported on first use (a ``"module:function"`` builder path).
 Other layers add models with :func:`register_model`.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
 import flax.linen as nn
@@ -51,12 +54,43 @@ def _make_uniform(preset: str, image_shape: tuple[int, int, int], **overrides) -
   return UniformModel(image_shape=image_shape)
 
 
-_REGISTRY: dict[str, Builder] = {"vae": _make_vae, "uniform": _make_uniform}
+_REGISTRY: dict[str, Builder | str] = {
+    "vae": _make_vae,
+    "uniform": _make_uniform,
+    "realnvp": "ood_jax.models.flows.realnvp:make_realnvp",
+    "glow": "ood_jax.models.flows.glow:make_glow",
+    "cv_glow": "ood_jax.models.flows.glow:make_cv_glow",
+    "pixelcnnpp": "ood_jax.models.pixelcnnpp:make_pixelcnnpp",
+}
+
+# Training settings a model needs whatever the experiment preset (merged over the preset's
+# TrainConfig by the experiments): flows get LR warm-up and gradient clipping, without
+# which public Glow ports hit NaNs.
+_FLOW_TRAIN = dict(warmup_steps=200, clip_grad_norm=100.0)
+_TRAIN_DEFAULTS: dict[str, dict] = {"realnvp": _FLOW_TRAIN, "glow": _FLOW_TRAIN,
+                                    "cv_glow": _FLOW_TRAIN}
 
 
-def register_model(name: str, builder: Builder) -> None:
-  """Adds (or replaces) a model builder ``builder(preset, image_shape, **overrides)``."""
+def register_model(name: str, builder: Builder | str, train_defaults: dict | None = None) -> None:
+  """Adds (or replaces) a model builder ``builder(preset, image_shape, **overrides)`` (or its
+  ``"module:function"`` path), with optional TrainConfig overrides it always needs."""
   _REGISTRY[name] = builder
+  if train_defaults is not None:
+    _TRAIN_DEFAULTS[name] = dict(train_defaults)
+
+
+def train_defaults(name: str) -> dict:
+  """TrainConfig fields model ``name`` sets by default (e.g. warm-up and clipping for flows)."""
+  check_name(name)
+  return dict(_TRAIN_DEFAULTS.get(name, {}))
+
+
+def _builder(name: str) -> Builder:
+  b = _REGISTRY[name]
+  if isinstance(b, str):
+    module, attr = b.split(":")
+    b = _REGISTRY[name] = getattr(importlib.import_module(module), attr)
+  return b
 
 
 def known_models() -> list[str]:
@@ -73,7 +107,7 @@ def make_model(name: str, preset: str, image_shape, **overrides) -> nn.Module:
   shape = tuple(int(s) for s in image_shape)
   if len(shape) != 3 or shape[2] not in (1, 3):
     raise InvalidInputError(f"image_shape must be (H, W, C) with C in {{1, 3}}, got {image_shape}.")
-  return _REGISTRY[name](preset, shape, **overrides)
+  return _builder(name)(preset, shape, **overrides)
 
 
 # The resolution each model takes: the DCGAN VAE needs 32 x 32 (28 x 28 sets are resized
