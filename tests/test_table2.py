@@ -65,6 +65,7 @@ def test_end_to_end_writes_report_and_reuses_checkpoint(data_dir, tmp_path, caps
     ({"--ood": "floaty"}, "uint8"),
     ({"--ood": "toy+spin"}, "spin"),
     ({"--ood": ""}, "no OOD sets"),
+    ({"--ood": "overall"}, "equal mix"),
 ])
 def test_bad_input_is_one_clear_error_and_writes_nothing(data_dir, tmp_path, capsys, override,
                                                          message):
@@ -74,3 +75,15 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(data_dir, tmp_path, cap
   assert err.startswith("error: ") and message in err
   assert len(err.strip().splitlines()) == 1 or "Looked in" in err   # not-found lists places
   assert not os.path.exists(out)
+
+
+def test_overall_is_an_equal_mix_of_the_other_sets(data_dir):
+  from ood_jax.experiments import pipeline
+  sets = pipeline.load_sets("toy", ["other", "noise", "overall"], ["vae"], data_dir=data_dir,
+                            n_train=None, n_eval=20, seed=0)
+  assert list(sets.ood) == ["other", "noise", "overall"]
+  mixed = sets.ood["overall"].x
+  assert mixed.shape == (20, 32, 32, 1)                   # 10 of each, conformed like the rest
+  rows = {r.tobytes() for r in mixed}
+  for name in ("other", "noise"):
+    assert sum(r.tobytes() in rows for r in sets.ood[name].x) == 10

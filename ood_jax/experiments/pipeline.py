@@ -32,6 +32,22 @@ def ood_spec(name: str, id_name: str) -> str:
   return f"{id_name}+{name}" if data.is_transform(name.split("+")[0]) else name
 
 
+OVERALL = "overall"
+
+
+def overall_set(ood: dict[str, ImageSet], seed: int) -> ImageSet:
+  """ROSE's ``overall`` OOD set (§5.1): an equal mix of every other OOD set, ``m`` random
+  images of each, ``m = min_i |set_i| // (number of sets)`` (so it is about one set's size)."""
+  if not ood:
+    raise InvalidInputError("OOD set 'overall' is an equal mix of the other OOD sets given with "
+                            "--ood, and none were given.")
+  rng = np.random.default_rng(seed)
+  m = max(1, min(len(s.x) for s in ood.values()) // len(ood))
+  parts = [s.x[np.sort(rng.choice(len(s.x), m, replace=False))] for s in ood.values()]
+  source = "equal mix of " + ", ".join(f"{m} x {n}" for n in ood)
+  return ImageSet(name=OVERALL, split="test", x=np.concatenate(parts), source=source)
+
+
 @dataclasses.dataclass
 class Sets:
   hwc: tuple[int, int, int]          # model input shape every set is conformed to
@@ -55,9 +71,13 @@ def load_sets(id_name: str, ood_names: list[str], model_names: list[str], *, dat
   like = tuple(test_set.x.shape[1:])
   ood = {}
   for name in ood_names:
+    if name == OVERALL:
+      continue
     s = data.load(ood_spec(name, id_name), "test", data_dir=data_dir, n=n_eval, seed=seed + 2,
                   like=like)
     ood[name] = dataclasses.replace(s, x=data.conform(s.x, hwc))
+  if OVERALL in ood_names:
+    ood = {n: (overall_set(ood, seed + 3) if n == OVERALL else ood[n]) for n in ood_names}
   conform = lambda s: dataclasses.replace(s, x=data.conform(s.x, hwc))
   return Sets(hwc=hwc, train=conform(train_set), test=conform(test_set), ood=ood)
 
