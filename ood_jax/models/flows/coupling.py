@@ -6,6 +6,11 @@ the additive coupling has ``s = 0``. ``cond``/``out`` come from ``masks.mask_pai
 binary masks this is ``y = b * x + (1 - b) * (x * exp(s) + t)``. Because the st-network only
 sees entries that the layer leaves unchanged, the inverse is exact.
 logdet (nats, per sample) ``= sum(out * s)``; the negative for ``reverse=True``.
+
+The ``channel`` mask is computed by slicing instead of multiplying (same map, half the
+st-network input and output): the st-network sees only the ``Ca`` conditioning channels and
+returns ``2 * Cb`` (affine) or ``Cb`` (additive) channels for the ``Cb`` transformed ones,
+and ``scale`` has ``Cb`` entries.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ class Coupling(nn.Module):
   """Affine (``additive=False``) or additive coupling on mask ``mask`` / ``index``.
 
   ``st_net`` (optional) is called as ``st_net(h, train)`` and must return ``2 * C`` channels
-  (raw scale, then shift) for the affine coupling or ``C`` (shift) for the additive one;
-  by default a ``SimpleSTNet`` with ``hidden`` channels.
+  (raw scale, then shift) for the affine coupling or ``C`` (shift) for the additive one
+  (``2 * Cb`` / ``Cb`` for the ``channel`` mask, see the module docstring); by default a
+  ``SimpleSTNet`` with ``hidden`` channels.
   """
   mask: str = "checkerboard"
   index: int = 0
@@ -48,28 +54,48 @@ class Coupling(nn.Module):
   st_net: Optional[nn.Module] = None
   hidden: int = 16
 
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool, reverse: bool = False):
+  def _transform(self, x: jax.Array, h: jax.Array, reverse: bool, out=None):
+    """Applies the affine / additive map to ``x`` given st-net output ``h``; ``(y, logdet)``."""
     c = x.shape[-1]
-    cond, out = mask_pair(self.mask, tuple(x.shape[1:]), self.index)
-    features = c if self.additive else 2 * c
-    net = self.st_net if self.st_net is not None else SimpleSTNet(features, self.hidden,
-                                                                  name="st_net")
-    h = net(x * cond, train)
     if self.additive:
       s, t = jnp.zeros_like(x), h
     else:
       scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
       s = scale * jnp.tanh(h[..., :c])
       t = h[..., c:]
-    s, t = out * s, out * t
+    if out is not None:
+      s, t = out * s, out * t
     if reverse:
-      y = (x - t) * jnp.exp(-s)
-      logdet = -jnp.sum(s, axis=(1, 2, 3))
-    else:
-      y = x * jnp.exp(s) + t
-      logdet = jnp.sum(s, axis=(1, 2, 3))
+      return (x - t) * jnp.exp(-s), -jnp.sum(s, axis=(1, 2, 3))
+    return x * jnp.exp(s) + t, jnp.sum(s, axis=(1, 2, 3))
+
+  def _net(self, features: int) -> nn.Module:
+    if self.st_net is not None:
+      return self.st_net
+    return SimpleSTNet(features, self.hidden, name="st_net")
+
+  def _channel(self, x: jax.Array, train: bool, reverse: bool):
+    """The ``channel`` mask by slicing: condition on one half, transform the other."""
+    c = x.shape[-1]
+    if c < 2:
+      mask_pair("channel", tuple(x.shape[1:]), self.index)  # raises InvalidInputError
+    half = c // 2
+    first, second = x[..., :half], x[..., half:]
+    xa, xb = (first, second) if self.index % 2 == 0 else (second, first)
+    cb = xb.shape[-1]
+    h = self._net(cb if self.additive else 2 * cb)(xa, train)
+    yb, logdet = self._transform(xb, h, reverse)
+    y = jnp.concatenate([xa, yb] if self.index % 2 == 0 else [yb, xa], axis=-1)
     return y, logdet
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool, reverse: bool = False):
+    if self.mask == "channel":
+      return self._channel(x, train, reverse)
+    c = x.shape[-1]
+    cond, out = mask_pair(self.mask, tuple(x.shape[1:]), self.index)
+    h = self._net(c if self.additive else 2 * c)(x * cond, train)
+    return self._transform(x, h, reverse, out)
 
 
 def AffineCoupling(**kwargs) -> Coupling:  # pylint: disable=invalid-name

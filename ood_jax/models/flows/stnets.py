@@ -1,0 +1,123 @@
+"""st-networks of the coupling layers: RealNVP's residual network and Glow's 3-layer conv net.
+
+Both are called as ``net(h, train) -> N x H x W x features`` and end in a zero-initialised
+convolution, so every coupling starts as the identity.
+
+* ``ResNetSTNet`` (RealNVP, Dinh et al.; the layout of the public PyTorch port that
+  Kirichenko et al. build on): ``BatchNorm -> concat(h, -h) -> ReLU -> conv3x3(width)``, then
+  ``num_blocks`` pre-activation residual blocks ``x + conv3x3(ReLU(BN(conv3x3(ReLU(BN(x))))))``;
+  a 1x1 "skip" conv of the input and of every block output is summed, and
+  ``BN -> ReLU -> conv1x1(features)`` (zero-init) of that sum is the output. With
+  ``bottleneck = l`` (Kirichenko et al., section 7) the activations after the middle block go
+  through two dense layers ``H*W*width -> l -> H*W*width`` (ReLU between) and the skip sum
+  restarts there, so everything the output sees has passed through the l-dimensional
+  bottleneck. ``batchnorm=False`` drops every BatchNorm.
+* ``GlowSTNet`` (Kingma & Dhariwal): ``conv3x3(hidden) -> ActNorm -> ReLU -> conv1x1(hidden)
+  -> ActNorm -> ReLU -> conv3x3(features)`` (zero-init); the ActNorms are initialised from
+  the data at ``init`` and have no batch statistics, so ``train`` has no effect.
+
+``BatchNorm`` here is standard BatchNorm whose running averages, like ``BatchNormFlow``'s, are
+updated only when the caller passes ``mutable=['batch_stats']`` (flax's ``nn.BatchNorm``
+raises in train mode without it; scoring in train mode must not update anything).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ood_jax.models.flows.actnorm import ActNorm
+
+
+class BatchNorm(nn.Module):
+  """Per-channel BatchNorm (batch statistics over N, H, W in train mode, biased variance)."""
+  momentum: float = 0.9
+  eps: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+    if train:
+      mean = jnp.mean(x, axis=(0, 1, 2))
+      var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
+      if self.is_mutable_collection("batch_stats") and not self.is_initializing():
+        m = self.momentum
+        ra_mean.value = m * ra_mean.value + (1.0 - m) * jax.lax.stop_gradient(mean)
+        ra_var.value = m * ra_var.value + (1.0 - m) * jax.lax.stop_gradient(var)
+    else:
+      mean, var = ra_mean.value, ra_var.value
+    return (x - mean) * (jax.lax.rsqrt(var + self.eps) * scale) + bias
+
+
+def _norm(enabled: bool, momentum: float, name: str):
+  """``BatchNorm`` or the identity, as ``f(x, train)``."""
+  if enabled:
+    return BatchNorm(momentum=momentum, name=name)
+  return lambda x, train: x
+
+
+def _conv(features: int, kernel: int, name: str, zero: bool = False) -> nn.Conv:
+  init = dict(kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros) if zero else {}
+  return nn.Conv(features, (kernel, kernel), padding="SAME", name=name, **init)
+
+
+class ResidualBlock(nn.Module):
+  """Pre-activation residual block ``x + conv(ReLU(BN(conv(ReLU(BN(x))))))`` (3x3 convs)."""
+  width: int
+  batchnorm: bool = True
+  momentum: float = 0.9
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    h = nn.relu(_norm(self.batchnorm, self.momentum, "norm1")(x, train))
+    h = _conv(self.width, 3, "conv1")(h)
+    h = nn.relu(_norm(self.batchnorm, self.momentum, "norm2")(h, train))
+    return x + _conv(self.width, 3, "conv2")(h)
+
+
+class ResNetSTNet(nn.Module):
+  """RealNVP's residual st-network (see the module docstring)."""
+  features: int
+  width: int = 64
+  num_blocks: int = 4
+  batchnorm: bool = True
+  bottleneck: Optional[int] = None
+  momentum: float = 0.9
+
+  @nn.compact
+  def __call__(self, h: jax.Array, train: bool) -> jax.Array:
+    x = _norm(self.batchnorm, self.momentum, "in_norm")(h, train)
+    x = _conv(self.width, 3, "in_conv")(nn.relu(jnp.concatenate([x, -x], axis=-1)))
+    skip = _conv(self.width, 1, "in_skip")(x)
+    middle = (self.num_blocks - 1) // 2
+    for i in range(self.num_blocks):
+      x = ResidualBlock(self.width, self.batchnorm, self.momentum, name=f"block{i}")(x, train)
+      if self.bottleneck and i == middle:
+        n, hh, ww, c = x.shape
+        flat = nn.relu(nn.Dense(int(self.bottleneck), name="bottleneck_in")(x.reshape(n, -1)))
+        x = nn.Dense(hh * ww * c, name="bottleneck_out")(flat).reshape(n, hh, ww, c)
+        skip = jnp.zeros_like(skip)
+      skip = skip + _conv(self.width, 1, f"skip{i}")(x)
+    x = nn.relu(_norm(self.batchnorm, self.momentum, "out_norm")(skip, train))
+    return _conv(self.features, 1, "out_conv", zero=True)(x)
+
+
+class GlowSTNet(nn.Module):
+  """Glow's st-network: 3x3 conv, 1x1 conv (``hidden`` channels, ActNorm + ReLU), 3x3 conv."""
+  features: int
+  hidden: int = 400
+
+  @nn.compact
+  def __call__(self, h: jax.Array, train: bool) -> jax.Array:
+    h = nn.Conv(self.hidden, (3, 3), padding="SAME", use_bias=False, name="conv1")(h)
+    h = nn.relu(ActNorm(name="actnorm1")(h, train)[0])
+    h = nn.Conv(self.hidden, (1, 1), padding="SAME", use_bias=False, name="conv2")(h)
+    h = nn.relu(ActNorm(name="actnorm2")(h, train)[0])
+    return _conv(self.features, 3, "conv3", zero=True)(h)
