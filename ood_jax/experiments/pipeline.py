@@ -123,17 +123,19 @@ def train_or_load(model_name: str, model_preset: str, sets: Sets, config: TrainC
 def score_all(model, variables, score_names: list[str], sets: Sets, *, k: int, seed: int,
               progress: bool, ckpt_dir: str | None = None,
               train_config: TrainConfig | None = None,
-              scorer_kwargs: dict | None = None) -> dict[str, dict[str, np.ndarray]]:
+              score_settings: dict[str, dict] | None = None) -> dict[str, dict[str, np.ndarray]]:
   """``{score: {'__id__': s_id, ood_name: s_ood, ...}}`` for one trained model.
 
   Scorers that train models of their own (``waic``'s ensemble, ``likelihood_ratio``'s
   background model) cache them under ``ckpt_dir`` and train with ``train_config``.
+  ``score_settings[name]`` overrides scorer ``name``'s fields (a preset's
+  ``score_settings``, e.g. fewer Monte-Carlo rounds on a CPU).
   """
   out = {}
   for name in score_names:
     kwargs = dict(k=k, seed=seed, progress=progress, train_config=train_config,
                   ckpt_dir=None if ckpt_dir is None else os.path.join(ckpt_dir, name))
-    kwargs.update(scorer_kwargs or {})
+    kwargs.update((score_settings or {}).get(name, {}))
     scorer = get_scorer(name, **kwargs)
     state = scorer.fit(model, variables, sets.train.x)
     vals = {"__id__": scorer.score(state, sets.test.x)}

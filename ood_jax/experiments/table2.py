@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> dict:
     with pipeline.Timer() as ts:
       vals = pipeline.score_all(model, result.variables, scores, sets, k=k, seed=args.seed,
                                 progress=progress, ckpt_dir=score_ckpt,
-                                train_config=pipeline.model_train_config(model_name, train_cfg))
+                                train_config=pipeline.model_train_config(model_name, train_cfg),
+                                score_settings=preset.score_settings)
     rows += pipeline.metric_rows(args.id, model_name, vals)
     info = {"train_steps": result.step, "resumed_from": result.resumed_from,
             "train_seconds_this_run": round(result.seconds, 1),

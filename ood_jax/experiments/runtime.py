@@ -1,0 +1,155 @@
+"""Throughput of every OOD score (ROSE's runtime comparison): images per second.
+
+    python -m ood_jax.experiments.runtime                       # cpu preset, FashionMNIST
+    python -m ood_jax.experiments.runtime --preset smoke --scores nll,input_complexity --n 64
+
+Trains (or loads from the checkpoint cache) the model like ``table2``, then for each score:
+``fit`` on the ID training set (timed: ``fit_seconds``, which includes any model the score
+trains the first time, e.g. the likelihood-ratio background), one warm-up call on one
+chunk (compilation, reported as ``warmup_seconds``), then ``score`` on ``--n`` ID test
+images (timed: ``img_per_s``). Scores whose module is not in the tree yet, or that cannot
+run on this model, are skipped with the reason. Writes ``report.md`` and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+
+import jax
+
+from ood_jax.errors import OODJaxError
+from ood_jax.experiments import configs, pipeline
+from ood_jax.models import registry as model_registry
+from ood_jax.scores import get_scorer, known_scores
+
+DEFAULT_ID = "fashion_mnist"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog="python -m ood_jax.experiments.runtime",
+                              description=__doc__.split("\n\n")[0])
+  p.add_argument("--preset", default="cpu", help=f"one of {', '.join(configs.PRESETS)} (default cpu)")
+  p.add_argument("--id", default=DEFAULT_ID, help="in-distribution dataset (default fashion_mnist)")
+  p.add_argument("--model", default="vae", help="model name (default vae)")
+  p.add_argument("--scores", default=None, help="comma-separated scores (default: every registered one)")
+  p.add_argument("--n", type=int, default=256, help="ID test images scored per score (default 256)")
+  p.add_argument("--data-dir", default=None)
+  p.add_argument("--out", default=None, help="output directory (default runs/runtime_<id>_<preset>)")
+  p.add_argument("--ckpt-dir", default=None, help="trained-model cache (as table2)")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--train-steps", type=int, default=None, help="override the preset's training length")
+  p.add_argument("--k", type=int, default=None, help="override the preset's importance samples")
+  p.add_argument("--no-progress", action="store_true")
+  return p.parse_args(argv)
+
+
+def time_score(name: str, model, variables, sets: pipeline.Sets, n: int, *, k: int, seed: int,
+               progress: bool, train_config, ckpt_dir: str | None) -> dict:
+  """``{'score', 'status', 'fit_seconds', 'warmup_seconds', 'score_seconds', 'n',
+  'img_per_s', 'note'}`` for one score; status 'skipped' with the reason in ``note``."""
+  row = {"score": name, "status": "ok", "fit_seconds": None, "warmup_seconds": None,
+         "score_seconds": None, "n": 0, "img_per_s": None, "note": ""}
+  try:
+    scorer = get_scorer(name, k=k, seed=seed, progress=progress, train_config=train_config,
+                        ckpt_dir=None if ckpt_dir is None else os.path.join(ckpt_dir, name))
+  except ImportError as e:
+    return {**row, "status": "skipped", "note": f"not available yet ({e})"}
+  x = sets.test.x[:n]
+  try:
+    with pipeline.Timer() as tf:
+      state = scorer.fit(model, variables, sets.train.x)
+    warm = x[:min(len(x), scorer.images_per_chunk())]
+    with pipeline.Timer() as tw:
+      scorer.score(state, warm)
+    with pipeline.Timer() as ts:
+      scorer.score(state, x)
+  except OODJaxError as e:
+    return {**row, "status": "skipped", "note": f"{type(e).__name__}: {e}"}
+  except NotImplementedError as e:
+    return {**row, "status": "skipped", "note": f"not implemented: {e}"}
+  return {**row, "fit_seconds": round(tf.seconds, 3), "warmup_seconds": round(tw.seconds, 3),
+          "score_seconds": round(ts.seconds, 3), "n": len(x),
+          "img_per_s": round(len(x) / max(ts.seconds, 1e-9), 2)}
+
+
+def markdown(title: str, command: str, meta: dict, rows: list[dict]) -> str:
+  lines = [f"# {title}", "", "Command:", "", "```bash", command, "```", "", "## Run", ""]
+  lines += [f"- **{k}**: `{json.dumps(v)}`" for k, v in meta.items()]
+  lines += ["", "## Throughput", "",
+            "`img/s` = ID test images scored per second after one warm-up chunk (compilation"
+            " excluded); `fit` = seconds of `fit` on the ID training set (includes training"
+            " any model the score needs, unless cached).", "",
+            "| score | img/s | n | fit (s) | warm-up (s) | note |", "|---|---:|---:|---:|---:|---|"]
+  fmt = lambda v: "–" if v is None else f"{v:g}"
+  for r in rows:
+    lines.append(f"| {r['score']} | {fmt(r['img_per_s'])} | {r['n']} | {fmt(r['fit_seconds'])} |"
+                 f" {fmt(r['warmup_seconds'])} | {r['note'].replace('|', '/')[:200]} |")
+  return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> dict:
+  t0 = time.perf_counter()
+  preset = configs.get_preset(args.preset)
+  model_registry.check_name(args.model)
+  scores = pipeline.split_list(args.scores) or known_scores()
+  for s in scores:
+    if s not in known_scores():
+      get_scorer(s)          # UnknownNameError listing the known scores
+  overrides = {"seed": args.seed}
+  if args.train_steps is not None:
+    overrides["num_steps"] = args.train_steps
+  train_cfg = dataclasses.replace(preset.train, **overrides)
+  k = args.k if args.k is not None else preset.k
+  progress = not args.no_progress
+  out = args.out or os.path.join("runs", f"runtime_{args.id}_{args.preset}")
+  ckpt_root = pipeline.ckpt_root(args.ckpt_dir, args.out)
+  n_eval = max(args.n, 1)
+  sets = pipeline.load_sets(args.id, ["noise"], [args.model], data_dir=args.data_dir,
+                            n_train=preset.n_train, n_eval=n_eval, seed=args.seed)
+  model, result = pipeline.train_or_load(args.model, preset.model_preset, sets, train_cfg,
+                                         ckpt_root, progress=progress)
+  score_ckpt = pipeline.checkpoint_dir(ckpt_root, sets.train.name, args.model,
+                                       preset.model_preset, args.seed) + "_scores"
+  model_cfg = pipeline.model_train_config(args.model, train_cfg)
+  rows = [time_score(s, model, result.variables, sets, n_eval, k=k, seed=args.seed,
+                     progress=progress, train_config=model_cfg, ckpt_dir=score_ckpt)
+          for s in scores]
+  meta = {"preset": args.preset, "id": args.id, "model": args.model, "k_importance": k,
+          "n": n_eval, "seed": args.seed, "train_steps": result.step,
+          "devices": [str(d) for d in jax.devices()], "jax": jax.__version__,
+          "python": platform.python_version(), "machine": platform.machine(),
+          "cpu_count": os.cpu_count(), "wall_seconds": round(time.perf_counter() - t0, 1)}
+  argv = args.argv if hasattr(args, "argv") else sys.argv[1:]
+  command = ("python -m ood_jax.experiments.runtime " + " ".join(shlex.quote(a) for a in argv)).strip()
+  os.makedirs(out, exist_ok=True)
+  files = {"report.md": os.path.join(out, "report.md"), "results.json": os.path.join(out, "results.json")}
+  with open(files["results.json"], "w") as f:
+    json.dump({"meta": meta, "command": command, "rows": rows}, f, indent=1)
+  with open(files["report.md"], "w") as f:
+    f.write(markdown(f"Score throughput, {args.model} on {args.id} ({args.preset} preset)",
+                     command, meta, rows))
+  return {"rows": rows, "meta": meta, "files": files, "out": out}
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  args.argv = list(sys.argv[1:] if argv is None else argv)
+  try:
+    result = run(args)
+  except OODJaxError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(open(result["files"]["report.md"]).read())
+  print(f"wrote {result['out']}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
