@@ -54,6 +54,15 @@ PRESETS = {
 }
 
 
+# Training budgets per (model preset, model) that replace the preset's: on the 2-core CPU a
+# RealNVP / Glow step costs about one VAE step and a PixelCNN++ step about two, so the
+# ``cpu`` preset trains them for 1 and 0.5 epochs (see experiments/results/models_cpu.md).
+MODEL_BUDGETS: dict[str, dict[str, dict]] = {
+    "cpu": {"realnvp": dict(epochs=1), "glow": dict(epochs=1), "cv_glow": dict(epochs=1),
+            "pixelcnnpp": dict(epochs=0.5)},
+}
+
+
 def get_preset(name: str) -> Preset:
   if name not in PRESETS:
     raise UnknownNameError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}.")

@@ -17,6 +17,7 @@ import numpy as np
 from ood_jax import data, metrics
 from ood_jax.data import ImageSet
 from ood_jax.errors import InvalidInputError
+from ood_jax.experiments import configs
 from ood_jax.models import registry as model_registry
 from ood_jax.scores import get_scorer
 from ood_jax.train import TrainConfig, TrainResult, train
@@ -86,12 +87,15 @@ def slug(*parts) -> str:
   return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(str(p) for p in parts))
 
 
-def model_train_config(model_name: str, config: TrainConfig) -> TrainConfig:
-  """The experiment's TrainConfig with the model's own defaults (flows: warm-up, clipping)
-  filled in where the experiment leaves them off."""
+def model_train_config(model_name: str, config: TrainConfig,
+                       model_preset: str | None = None) -> TrainConfig:
+  """The experiment's TrainConfig for one model: the model's own defaults (flows: warm-up,
+  clipping) where the experiment leaves them off, then the model's training budget under
+  ``model_preset`` (``configs.MODEL_BUDGETS``: slower models train shorter on a CPU)."""
   base = TrainConfig()
   fill = {k: v for k, v in model_registry.train_defaults(model_name).items()
           if getattr(config, k) == getattr(base, k)}
+  fill.update(configs.MODEL_BUDGETS.get(model_preset, {}).get(model_name, {}))
   return dataclasses.replace(config, **fill)
 
 
@@ -113,7 +117,7 @@ def train_or_load(model_name: str, model_preset: str, sets: Sets, config: TrainC
                   ckpt_root: str, *, progress: bool) -> tuple[object, TrainResult]:
   """Trains ``model_name`` on the ID training set, or loads its finished checkpoint."""
   model = model_registry.make_model(model_name, model_preset, sets.hwc)
-  config = model_train_config(model_name, config)
+  config = model_train_config(model_name, config, model_preset)
   ckpt = checkpoint_dir(ckpt_root, sets.train.name, model_name, model_preset, config.seed)
   result = train(model, sets.train.x, config, ckpt, progress=progress,
                  desc=f"train {model_name} on {sets.train.name}")

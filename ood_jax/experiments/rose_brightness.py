@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> dict:
   with pipeline.Timer() as ts:
     vals = pipeline.score_all(model, result.variables, scores, sets, k=k, seed=args.seed,
                               progress=progress, ckpt_dir=score_ckpt,
-                              train_config=pipeline.model_train_config(args.model, train_cfg),
+                              train_config=pipeline.model_train_config(args.model, train_cfg, preset.model_preset),
                               score_settings=preset.score_settings)
   rows = pipeline.metric_rows(args.id, args.model, vals)
   summary = summarize(rows)

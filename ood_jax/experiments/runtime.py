@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> dict:
                                          ckpt_root, progress=progress)
   score_ckpt = pipeline.checkpoint_dir(ckpt_root, sets.train.name, args.model,
                                        preset.model_preset, args.seed) + "_scores"
-  model_cfg = pipeline.model_train_config(args.model, train_cfg)
+  model_cfg = pipeline.model_train_config(args.model, train_cfg, preset.model_preset)
   rows = [time_score(s, model, result.variables, sets, n_eval, k=k, seed=args.seed,
                      progress=progress, train_config=model_cfg, ckpt_dir=score_ckpt)
           for s in scores]

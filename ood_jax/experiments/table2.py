@@ -93,10 +93,12 @@ def run(args: argparse.Namespace) -> dict:
     with pipeline.Timer() as ts:
       vals = pipeline.score_all(model, result.variables, scores, sets, k=k, seed=args.seed,
                                 progress=progress, ckpt_dir=score_ckpt,
-                                train_config=pipeline.model_train_config(model_name, train_cfg),
+                                train_config=pipeline.model_train_config(model_name, train_cfg, preset.model_preset),
                                 score_settings=preset.score_settings)
     rows += pipeline.metric_rows(args.id, model_name, vals)
     info = {"train_steps": result.step, "resumed_from": result.resumed_from,
+            "train_config": dataclasses.asdict(pipeline.model_train_config(
+                model_name, train_cfg, preset.model_preset)),
             "train_seconds_this_run": round(result.seconds, 1),
             "score_seconds": round(ts.seconds, 1),
             "final_train_loss_nats": result.history[-1]["loss"] if result.history else None}
