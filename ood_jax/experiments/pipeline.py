@@ -83,6 +83,12 @@ def load_sets(id_name: str, ood_names: list[str], model_names: list[str], *, dat
   return Sets(hwc=hwc, train=conform(train_set), test=conform(test_set), ood=ood)
 
 
+def data_sources(sets: Sets) -> dict[str, str]:
+  """``meta.json``'s ``data_sources``: where the ID train/test and every OOD set came from."""
+  return {"id_train": sets.train.source, "id_test": sets.test.source,
+          **{n: s.source for n, s in sets.ood.items()}}
+
+
 def slug(*parts) -> str:
   return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(str(p) for p in parts))
 

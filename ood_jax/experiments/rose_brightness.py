@@ -15,24 +15,19 @@ mean/std table), ``results.json`` (one row per score x factor), ``summary.json``
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
-import platform
-import shlex
 import sys
 import time
 
-import jax
 import numpy as np
 
-from ood_jax.errors import InvalidInputError, OODJaxError
-from ood_jax.experiments import configs, pipeline
+from ood_jax.errors import InvalidInputError
+from ood_jax.experiments import cli, pipeline
 from ood_jax.experiments.report import write_report
 from ood_jax.models import registry as model_registry
-from ood_jax.scores import get_scorer, scorer_class
+from ood_jax.scores import scorer_class
 
-DEFAULT_ID = "fashion_mnist"
 DEFAULT_SCORES = "nll,rose,likelihood_regret,likelihood_ratio,input_complexity"
 DEFAULT_FACTORS = "0.2,0.4,0.6,0.8,1.2,1.4,1.6,1.8"
 
@@ -40,20 +35,14 @@ DEFAULT_FACTORS = "0.2,0.4,0.6,0.8,1.2,1.4,1.6,1.8"
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m ood_jax.experiments.rose_brightness",
                               description=__doc__.split("\n\n")[0])
-  p.add_argument("--preset", default="cpu", help=f"one of {', '.join(configs.PRESETS)} (default cpu)")
-  p.add_argument("--id", default=DEFAULT_ID, help="in-distribution dataset (default fashion_mnist)")
+  cli.add_common_args(p, ["--preset", "--id"])
   p.add_argument("--model", default="vae", help="model name (default vae)")
   p.add_argument("--scores", default=DEFAULT_SCORES,
                  help=f"comma-separated scores; those not importable are skipped (default {DEFAULT_SCORES})")
   p.add_argument("--factors", default=DEFAULT_FACTORS, help=f"brightness factors (default {DEFAULT_FACTORS})")
-  p.add_argument("--data-dir", default=None)
-  p.add_argument("--out", default=None, help="output directory (default runs/rose_brightness_<id>_<preset>)")
-  p.add_argument("--ckpt-dir", default=None, help="trained-model cache (as table2)")
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--n-eval", type=int, default=None, help="override the preset's images per set")
-  p.add_argument("--train-steps", type=int, default=None, help="override the preset's training length")
-  p.add_argument("--k", type=int, default=None, help="override the preset's importance samples")
-  p.add_argument("--no-progress", action="store_true")
+  cli.add_common_args(p, ["--data-dir", "--out", "--ckpt-dir", "--seed", "--n-eval",
+                          "--train-steps", "--k", "--no-progress"], helps={
+      "--data-dir": None, "--out": cli.out_help("rose_brightness"), "--no-progress": None})
   return p.parse_args(argv)
 
 
@@ -93,33 +82,18 @@ def summarize(rows: list[dict]) -> dict[str, dict]:
 
 def run(args: argparse.Namespace) -> dict:
   t0 = time.perf_counter()
-  preset = configs.get_preset(args.preset)
+  setup = cli.setup(args)
   model_registry.check_name(args.model)
   scores, skipped = available_scores(pipeline.split_list(args.scores))
   oods = factor_names(args.factors)
-  overrides = {"seed": args.seed}
-  if args.train_steps is not None:
-    overrides["num_steps"] = args.train_steps
-  train_cfg = dataclasses.replace(preset.train, **overrides)
-  n_eval = args.n_eval if args.n_eval is not None else preset.n_eval
-  k = args.k if args.k is not None else preset.k
-  progress = not args.no_progress
-  out = args.out or os.path.join("runs", f"rose_brightness_{args.id}_{args.preset}")
-  ckpt_root = pipeline.ckpt_root(args.ckpt_dir, args.out)
+  out = cli.default_out(args, "rose_brightness")
   if not scores:
     raise InvalidInputError(f"none of the scores {args.scores!r} is available: {skipped}.")
 
-  sets = pipeline.load_sets(args.id, oods, [args.model], data_dir=args.data_dir,
-                            n_train=preset.n_train, n_eval=n_eval, seed=args.seed)
-  model, result = pipeline.train_or_load(args.model, preset.model_preset, sets, train_cfg,
-                                         ckpt_root, progress=progress)
-  score_ckpt = pipeline.checkpoint_dir(ckpt_root, sets.train.name, args.model,
-                                       preset.model_preset, args.seed) + "_scores"
+  sets = cli.load_sets(args, setup, [args.model], oods)
+  model, result = cli.train_or_load(args.model, sets, setup)
   with pipeline.Timer() as ts:
-    vals = pipeline.score_all(model, result.variables, scores, sets, k=k, seed=args.seed,
-                              progress=progress, ckpt_dir=score_ckpt,
-                              train_config=pipeline.model_train_config(args.model, train_cfg, preset.model_preset),
-                              score_settings=preset.score_settings)
+    vals = cli.score_all(args.model, model, result.variables, scores, sets, setup)
   rows = pipeline.metric_rows(args.id, args.model, vals)
   summary = summarize(rows)
   samples = {(args.model, s): {"id_name": f"{args.id} test", "id": v["__id__"],
@@ -129,16 +103,11 @@ def run(args: argparse.Namespace) -> dict:
   meta = {
       "preset": args.preset, "seed": args.seed, "id": args.id, "model": args.model,
       "factors": [o.split(":")[1] for o in oods], "n_train": len(sets.train.x),
-      "n_id_test": len(sets.test.x), "k_importance": k, "skipped_scores": skipped,
+      "n_id_test": len(sets.test.x), "k_importance": setup.k, "skipped_scores": skipped,
       "train_steps": result.step, "score_seconds": round(ts.seconds, 1),
-      "auroc_over_factors": summary,
-      "wall_seconds": round(time.perf_counter() - t0, 1),
-      "devices": [str(d) for d in jax.devices()], "jax": jax.__version__,
-      "python": platform.python_version(), "machine": platform.machine(),
+      "auroc_over_factors": summary, **cli.environment_meta(t0),
   }
-  argv = args.argv if hasattr(args, "argv") else sys.argv[1:]
-  command = ("python -m ood_jax.experiments.rose_brightness "
-             + " ".join(shlex.quote(a) for a in argv)).strip()
+  command = cli.command_line("rose_brightness", args)
   files = write_report(out, title=f"Brightness shift, {args.id} in-distribution ({args.preset} preset)",
                        rows=rows, meta=meta, score_samples=samples, command=command)
   table = ["", "## AUROC over brightness factors (ROSE Table 1)", "",
@@ -155,16 +124,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv=None) -> int:
-  args = parse_args(argv)
-  args.argv = list(sys.argv[1:] if argv is None else argv)
-  try:
-    result = run(args)
-  except OODJaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(open(result["files"]["report.md"]).read())
-  print(f"wrote {result['out']}")
-  return 0
+  return cli.run_main(run, parse_args, argv)
 
 
 if __name__ == "__main__":

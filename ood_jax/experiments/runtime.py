@@ -14,39 +14,27 @@ run on this model, are skipped with the reason. Writes ``report.md`` and ``resul
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
-import platform
-import shlex
 import sys
 import time
 
-import jax
-
 from ood_jax.errors import OODJaxError
-from ood_jax.experiments import configs, pipeline
+from ood_jax.experiments import cli, pipeline
 from ood_jax.models import registry as model_registry
 from ood_jax.scores import get_scorer, known_scores
-
-DEFAULT_ID = "fashion_mnist"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m ood_jax.experiments.runtime",
                               description=__doc__.split("\n\n")[0])
-  p.add_argument("--preset", default="cpu", help=f"one of {', '.join(configs.PRESETS)} (default cpu)")
-  p.add_argument("--id", default=DEFAULT_ID, help="in-distribution dataset (default fashion_mnist)")
+  cli.add_common_args(p, ["--preset", "--id"])
   p.add_argument("--model", default="vae", help="model name (default vae)")
   p.add_argument("--scores", default=None, help="comma-separated scores (default: every registered one)")
   p.add_argument("--n", type=int, default=256, help="ID test images scored per score (default 256)")
-  p.add_argument("--data-dir", default=None)
-  p.add_argument("--out", default=None, help="output directory (default runs/runtime_<id>_<preset>)")
-  p.add_argument("--ckpt-dir", default=None, help="trained-model cache (as table2)")
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--train-steps", type=int, default=None, help="override the preset's training length")
-  p.add_argument("--k", type=int, default=None, help="override the preset's importance samples")
-  p.add_argument("--no-progress", action="store_true")
+  cli.add_common_args(p, ["--data-dir", "--out", "--ckpt-dir", "--seed", "--train-steps", "--k",
+                          "--no-progress"], helps={
+      "--data-dir": None, "--out": cli.out_help("runtime"), "--no-progress": None})
   return p.parse_args(argv)
 
 
@@ -96,38 +84,27 @@ def markdown(title: str, command: str, meta: dict, rows: list[dict]) -> str:
 
 def run(args: argparse.Namespace) -> dict:
   t0 = time.perf_counter()
-  preset = configs.get_preset(args.preset)
+  setup = cli.setup(args)
   model_registry.check_name(args.model)
   scores = pipeline.split_list(args.scores) or known_scores()
   for s in scores:
     if s not in known_scores():
       get_scorer(s)          # UnknownNameError listing the known scores
-  overrides = {"seed": args.seed}
-  if args.train_steps is not None:
-    overrides["num_steps"] = args.train_steps
-  train_cfg = dataclasses.replace(preset.train, **overrides)
-  k = args.k if args.k is not None else preset.k
-  progress = not args.no_progress
-  out = args.out or os.path.join("runs", f"runtime_{args.id}_{args.preset}")
-  ckpt_root = pipeline.ckpt_root(args.ckpt_dir, args.out)
+  out = cli.default_out(args, "runtime")
   n_eval = max(args.n, 1)
   sets = pipeline.load_sets(args.id, ["noise"], [args.model], data_dir=args.data_dir,
-                            n_train=preset.n_train, n_eval=n_eval, seed=args.seed)
-  model, result = pipeline.train_or_load(args.model, preset.model_preset, sets, train_cfg,
-                                         ckpt_root, progress=progress)
-  score_ckpt = pipeline.checkpoint_dir(ckpt_root, sets.train.name, args.model,
-                                       preset.model_preset, args.seed) + "_scores"
-  model_cfg = pipeline.model_train_config(args.model, train_cfg, preset.model_preset)
-  rows = [time_score(s, model, result.variables, sets, n_eval, k=k, seed=args.seed,
-                     progress=progress, train_config=model_cfg, ckpt_dir=score_ckpt)
+                            n_train=setup.preset.n_train, n_eval=n_eval, seed=args.seed)
+  model, result = cli.train_or_load(args.model, sets, setup)
+  model_cfg = pipeline.model_train_config(args.model, setup.train_cfg, setup.preset.model_preset)
+  rows = [time_score(s, model, result.variables, sets, n_eval, k=setup.k, seed=args.seed,
+                     progress=setup.progress, train_config=model_cfg,
+                     ckpt_dir=cli.scores_ckpt_dir(args.model, sets, setup))
           for s in scores]
-  meta = {"preset": args.preset, "id": args.id, "model": args.model, "k_importance": k,
+  meta = {"preset": args.preset, "id": args.id, "model": args.model, "k_importance": setup.k,
           "n": n_eval, "seed": args.seed, "train_steps": result.step,
-          "devices": [str(d) for d in jax.devices()], "jax": jax.__version__,
-          "python": platform.python_version(), "machine": platform.machine(),
-          "cpu_count": os.cpu_count(), "wall_seconds": round(time.perf_counter() - t0, 1)}
-  argv = args.argv if hasattr(args, "argv") else sys.argv[1:]
-  command = ("python -m ood_jax.experiments.runtime " + " ".join(shlex.quote(a) for a in argv)).strip()
+          **cli.platform_meta(), "cpu_count": os.cpu_count(),
+          "wall_seconds": cli.wall_seconds(t0)}
+  command = cli.command_line("runtime", args)
   os.makedirs(out, exist_ok=True)
   files = {"report.md": os.path.join(out, "report.md"), "results.json": os.path.join(out, "results.json")}
   with open(files["results.json"], "w") as f:
@@ -139,16 +116,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv=None) -> int:
-  args = parse_args(argv)
-  args.argv = list(sys.argv[1:] if argv is None else argv)
-  try:
-    result = run(args)
-  except OODJaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(open(result["files"]["report.md"]).read())
-  print(f"wrote {result['out']}")
-  return 0
+  return cli.run_main(run, parse_args, argv)
 
 
 if __name__ == "__main__":

@@ -24,47 +24,36 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import shlex
 import sys
 import time
 
 import jax
 import numpy as np
 
-from ood_jax.errors import InvalidInputError, OODJaxError
-from ood_jax.experiments import configs, pipeline
+from ood_jax.errors import InvalidInputError
+from ood_jax.experiments import cli, pipeline
 from ood_jax.models import registry as model_registry
 from ood_jax.scores import get_scorer
 
-DEFAULT_ID = "fashion_mnist"
-DEFAULT_OOD = "mnist,noise,constant,rotation"
 DEFAULT_MODELS = "realnvp,vae,pixelcnnpp"
 
 
-def add_common_args(p: argparse.ArgumentParser, default_models: str) -> None:
+def add_args(p: argparse.ArgumentParser, default_models: str) -> None:
   """The arguments table1 and table5 share with table2, plus the BatchNorm-score settings."""
-  p.add_argument("--preset", default="cpu", help=f"one of {', '.join(configs.PRESETS)} (default cpu)")
-  p.add_argument("--id", default=DEFAULT_ID, help="in-distribution dataset (default fashion_mnist)")
-  p.add_argument("--ood", default=DEFAULT_OOD,
-                 help=f"comma-separated OOD sets; a transform name means the ID test set "
-                      f"transformed (default {DEFAULT_OOD})")
+  cli.add_common_args(p, ["--preset", "--id", "--ood"])
   p.add_argument("--models", default=default_models,
                  help=f"comma-separated model names (default {default_models}); models that "
                       "cannot be imported are skipped with a note")
-  p.add_argument("--data-dir", default=None, help="directory of <name>_<split>.npz arrays")
-  p.add_argument("--out", default=None, help="output directory")
-  p.add_argument("--ckpt-dir", default=None,
-                 help="trained-model cache (default runs/checkpoints, shared with table2)")
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--n-eval", type=int, default=None, help="override the preset's images per set")
-  p.add_argument("--train-steps", type=int, default=None, help="override the preset's training length")
-  p.add_argument("--k", type=int, default=None, help="importance samples of eval-mode nll")
+  cli.add_common_args(p, ["--data-dir", "--out", "--ckpt-dir", "--seed", "--n-eval",
+                          "--train-steps", "--k"], helps={
+      "--data-dir": "directory of <name>_<split>.npz arrays",
+      "--ckpt-dir": "trained-model cache (default runs/checkpoints, shared with table2)",
+      "--k": "importance samples of eval-mode nll"})
   p.add_argument("--bn-k", type=int, default=1,
                  help="importance samples inside train-mode batches (default 1)")
   p.add_argument("--rounds", type=int, default=1, help="K, Monte-Carlo batch compositions (default 1)")
   p.add_argument("--b", type=int, default=64, help="BatchNorm batch size (default 64)")
-  p.add_argument("--no-progress", action="store_true", help="no progress bars")
+  cli.add_common_args(p, ["--no-progress"])
 
 
 def available_models(names: list[str], model_preset: str) -> tuple[list[str], dict[str, str]]:
@@ -82,50 +71,19 @@ def available_models(names: list[str], model_preset: str) -> tuple[list[str], di
   return ok, skipped
 
 
-@dataclasses.dataclass
-class Setup:
-  preset: configs.Preset
-  train_cfg: object
-  n_eval: int | None
-  k: int
-  progress: bool
-  ckpt_root: str
-
-
-def setup(args: argparse.Namespace) -> Setup:
-  preset = configs.get_preset(args.preset)
-  overrides = {"seed": args.seed}
-  if args.train_steps is not None:
-    overrides["num_steps"] = args.train_steps
-  return Setup(preset=preset, train_cfg=dataclasses.replace(preset.train, **overrides),
-               n_eval=args.n_eval if args.n_eval is not None else preset.n_eval,
-               k=args.k if args.k is not None else preset.k, progress=not args.no_progress,
-               ckpt_root=pipeline.ckpt_root(args.ckpt_dir, args.out))
-
-
-def load_for(model_name: str, args, s: Setup) -> pipeline.Sets:
+def load_for(model_name: str, args, s: cli.Setup) -> pipeline.Sets:
   """The ID and OOD sets conformed to this model's input shape."""
-  return pipeline.load_sets(args.id, pipeline.split_list(args.ood), [model_name],
-                            data_dir=args.data_dir, n_train=s.preset.n_train, n_eval=s.n_eval,
-                            seed=args.seed)
+  return cli.load_sets(args, s, [model_name], pipeline.split_list(args.ood))
 
 
 def has_batchnorm(variables: dict) -> bool:
   return bool(jax.tree.leaves(variables.get("batch_stats", {})))
 
 
-def run_meta(args, s: Setup, t0: float, extra: dict) -> dict:
+def run_meta(args, s: cli.Setup, t0: float, extra: dict) -> dict:
   return {"preset": args.preset, "seed": args.seed, "id": args.id, "k_importance": s.k,
           "bn_k": args.bn_k, "rounds_K": args.rounds, "b": args.b,
-          "train_config": dataclasses.asdict(s.train_cfg), **extra,
-          "wall_seconds": round(time.perf_counter() - t0, 1),
-          "devices": [str(d) for d in jax.devices()], "jax": jax.__version__,
-          "python": platform.python_version(), "machine": platform.machine()}
-
-
-def command_line(prog: str, args) -> str:
-  argv = args.argv if hasattr(args, "argv") else sys.argv[1:]
-  return (f"python -m ood_jax.experiments.{prog} " + " ".join(shlex.quote(a) for a in argv)).strip()
+          "train_config": dataclasses.asdict(s.train_cfg), **extra, **cli.environment_meta(t0)}
 
 
 def _markdown(title: str, command: str, rows: list[dict], notes: list[str], meta: dict) -> str:
@@ -158,7 +116,8 @@ def write_outputs(out: str, files: dict[str, str]) -> dict[str, str]:
   return paths
 
 
-def set_rows(model_name: str, model, variables, sets: pipeline.Sets, args, s: Setup) -> list[dict]:
+def set_rows(model_name: str, model, variables, sets: pipeline.Sets, args,
+             s: cli.Setup) -> list[dict]:
   """One row per set (ID test first): eval bpd, train bpd, their gap and the mean Delta."""
   named = {f"{args.id} (ID test)": sets.test.x, **{n: v.x for n, v in sets.ood.items()}}
   bn = has_batchnorm(variables)
@@ -184,16 +143,15 @@ def set_rows(model_name: str, model, variables, sets: pipeline.Sets, args, s: Se
 
 def run(args: argparse.Namespace) -> dict:
   t0 = time.perf_counter()
-  s = setup(args)
+  s = cli.setup(args)
   get_scorer("bn_mixed", b=args.b, K=args.rounds, r1=args.r1, r2=args.r2)   # bad b/r/K: now
   models, skipped = available_models(pipeline.split_list(args.models), s.preset.model_preset)
   notes = [f"{m}: skipped, {why}" for m, why in skipped.items()]
-  out = args.out or os.path.join("runs", f"table1_{args.id}_{args.preset}")
+  out = cli.default_out(args, "table1")
   rows, info = [], {}
   for model_name in models:
     sets = load_for(model_name, args, s)
-    model, result = pipeline.train_or_load(model_name, s.preset.model_preset, sets, s.train_cfg,
-                                           s.ckpt_root, progress=s.progress)
+    model, result = cli.train_or_load(model_name, sets, s)
     if not has_batchnorm(result.variables):
       notes.append(f"{model_name}: no BatchNorm (no train mode), eval bpd only.")
     rows += set_rows(model_name, model, result.variables, sets, args, s)
@@ -202,7 +160,7 @@ def run(args: argparse.Namespace) -> dict:
   meta = run_meta(args, s, t0, {"ood": pipeline.split_list(args.ood), "models": info,
                                 "skipped": skipped})
   title = f"Table 1 (Song et al.): bits/dim, eval vs train mode, {args.id} ({args.preset} preset)"
-  md = _markdown(title, command_line("table1", args), rows, notes, meta)
+  md = _markdown(title, cli.command_line("table1", args), rows, notes, meta)
   files = write_outputs(out, {"results.json": json.dumps(rows, indent=1),
                               "meta.json": json.dumps(meta, indent=1), "report.md": md})
   return {"rows": rows, "meta": meta, "files": files, "out": out, "notes": notes}
@@ -211,23 +169,14 @@ def run(args: argparse.Namespace) -> dict:
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m ood_jax.experiments.table1",
                               description=__doc__.split("\n\n")[0])
-  add_common_args(p, DEFAULT_MODELS)
+  add_args(p, DEFAULT_MODELS)
   p.add_argument("--r1", type=float, default=0.1, help="Delta's first test ratio (default 0.1)")
   p.add_argument("--r2", type=float, default=0.9, help="Delta's second test ratio (default 0.9)")
   return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
-  args = parse_args(argv)
-  args.argv = list(sys.argv[1:] if argv is None else argv)
-  try:
-    result = run(args)
-  except OODJaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(open(result["files"]["report.md"]).read())
-  print(f"wrote {result['out']}")
-  return 0
+  return cli.run_main(run, parse_args, argv)
 
 
 if __name__ == "__main__":

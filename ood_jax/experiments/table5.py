@@ -21,9 +21,8 @@ import time
 import numpy as np
 
 from ood_jax import metrics
-from ood_jax.errors import InvalidInputError, OODJaxError
-from ood_jax.experiments import pipeline, table1
-from ood_jax.experiments.report import write_report
+from ood_jax.errors import InvalidInputError
+from ood_jax.experiments import cli, pipeline, table1
 from ood_jax.scores import get_scorer
 
 DEFAULT_R2 = "0.15,0.3,0.5,0.9"
@@ -32,7 +31,7 @@ DEFAULT_R2 = "0.15,0.3,0.5,0.9"
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m ood_jax.experiments.table5",
                               description=__doc__.split("\n\n")[0])
-  table1.add_common_args(p, "vae")
+  table1.add_args(p, "vae")
   p.add_argument("--r1", type=float, default=0.0,
                  help="first test ratio (default 0: one test sample per batch)")
   p.add_argument("--r2", default=DEFAULT_R2, help=f"comma-separated second ratios (default {DEFAULT_R2})")
@@ -58,7 +57,7 @@ def deltas(scorer, state, x: np.ndarray, r1: float, r2s: list[float]) -> dict[fl
 
 def run(args: argparse.Namespace) -> dict:
   t0 = time.perf_counter()
-  s = table1.setup(args)
+  s = cli.setup(args)
   r2s = ratios(args.r2)
   for r2 in r2s:
     get_scorer("bn_mixed", b=args.b, K=args.rounds, r1=args.r1, r2=r2)   # bad b/r/K: now
@@ -67,8 +66,7 @@ def run(args: argparse.Namespace) -> dict:
   rows, info = [], {}
   for model_name in models:
     sets = table1.load_for(model_name, args, s)
-    model, result = pipeline.train_or_load(model_name, s.preset.model_preset, sets, s.train_cfg,
-                                           s.ckpt_root, progress=s.progress)
+    model, result = cli.train_or_load(model_name, sets, s)
     if not table1.has_batchnorm(result.variables):
       notes[model_name] = "no BatchNorm (no train mode): skipped"
       continue
@@ -86,26 +84,16 @@ def run(args: argparse.Namespace) -> dict:
                         "mean_delta_id_test": {f"{r2:g}": float(np.mean(d_id[r2])) for r2 in r2s}}
   if not rows:
     raise InvalidInputError(f"no model could be scored: {notes}.")
-  out = args.out or f"runs/table5_{args.id}_{args.preset}"
+  out = cli.default_out(args, "table5")
   meta = table1.run_meta(args, s, t0, {"r1": args.r1, "r2": r2s, "models": info, "notes": notes})
-  files = write_report(out, title=f"Table 5 (Song et al.): Delta AUROC vs r2, r1 = {args.r1:g}, "
-                                  f"{args.id} ({args.preset} preset)",
-                       rows=rows, meta=meta, score_samples={},
-                       command=table1.command_line("table5", args))
-  return {"rows": rows, "meta": meta, "files": files, "out": out}
+  return cli.write_run_report(
+      "table5", args, out, title=f"Table 5 (Song et al.): Delta AUROC vs r2, r1 = {args.r1:g}, "
+                                f"{args.id} ({args.preset} preset)",
+      rows=rows, meta=meta, score_samples={})
 
 
 def main(argv=None) -> int:
-  args = parse_args(argv)
-  args.argv = list(sys.argv[1:] if argv is None else argv)
-  try:
-    result = run(args)
-  except OODJaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(open(result["files"]["report.md"]).read())
-  print(f"wrote {result['out']}")
-  return 0
+  return cli.run_main(run, parse_args, argv)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ members 1..M-1 itself: the same architecture with ``train_config`` and seeds
 ``train_config.seed + i``, each cached under ``ckpt_dir/member<i>`` (a rerun reloads
 them). Pass ``ensemble_variables`` (a pytree whose leaves have a leading axis of size M)
 to use an ensemble trained elsewhere instead. Default M = 5 (Song et al.); the
-experiments do not change it, so the cpu preset trains 4 extra models too.
+experiment presets set it through ``score_settings`` (smoke 2, cpu 3).
 """
 
 from __future__ import annotations
