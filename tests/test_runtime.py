@@ -38,3 +38,15 @@ def test_runtime_end_to_end_and_skips_missing_scores(data_dir, tmp_path, monkeyp
   report = open(os.path.join(out, "report.md")).read()
   assert "| nll |" in report and "| not_yet | – |" in report
   assert runtime.main(argv[:-1] + ["nll,bogus"]) == 2
+
+
+def test_score_entries_with_settings():
+  from ood_jax.errors import InvalidInputError
+  from ood_jax.experiments.runtime import parse_entry, split_entries
+  entries = split_entries("nll, rose[fisher=diag,n_fisher=100],bn_mixed[statistic=t]")
+  assert entries == ["nll", "rose[fisher=diag,n_fisher=100]", "bn_mixed[statistic=t]"]
+  assert parse_entry(entries[1]) == ("rose", {"fisher": "diag", "n_fisher": 100})
+  assert parse_entry(entries[2]) == ("bn_mixed", {"statistic": "t"})
+  for bad in ("rose[fisher]", "1abc", "rose[fisher=diag"):
+    with pytest.raises(InvalidInputError):
+      parse_entry(bad)

@@ -14,12 +14,14 @@ run on this model, are skipped with the reason. Writes ``report.md`` and ``resul
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
+import re
 import sys
 import time
 
-from ood_jax.errors import OODJaxError
+from ood_jax.errors import InvalidInputError, OODJaxError
 from ood_jax.experiments import cli, pipeline
 from ood_jax.models import registry as model_registry
 from ood_jax.scores import get_scorer, known_scores
@@ -30,7 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                               description=__doc__.split("\n\n")[0])
   cli.add_common_args(p, ["--preset", "--id"])
   p.add_argument("--model", default="vae", help="model name (default vae)")
-  p.add_argument("--scores", default=None, help="comma-separated scores (default: every registered one)")
+  p.add_argument("--scores", default=None, help="comma-separated scores, each 'name' or 'name[field=value,...]', e.g."
+                      " 'rose[fisher=diag]' (default: every registered one)")
   p.add_argument("--n", type=int, default=256, help="ID test images scored per score (default 256)")
   cli.add_common_args(p, ["--data-dir", "--out", "--ckpt-dir", "--seed", "--train-steps", "--k",
                           "--no-progress"], helps={
@@ -38,15 +41,45 @@ def parse_args(argv=None) -> argparse.Namespace:
   return p.parse_args(argv)
 
 
-def time_score(name: str, model, variables, sets: pipeline.Sets, n: int, *, k: int, seed: int,
-               progress: bool, train_config, ckpt_dir: str | None) -> dict:
+def split_entries(arg: str | None) -> list[str]:
+  """Comma-separated score entries; commas inside ``[...]`` belong to the entry."""
+  return [e.strip() for e in re.findall(r"(?:[^,\[]|\[[^\]]*\])+", arg or "") if e.strip()]
+
+
+def parse_entry(entry: str) -> tuple[str, dict]:
+  """``'rose[fisher=diag,n_fisher=100]'`` -> ``('rose', {'fisher': 'diag', 'n_fisher': 100})``:
+  a score name with field overrides (values read as Python literals, else strings)."""
+  m = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*(?:\[(.*)\])?\s*", entry)
+  if not m:
+    raise InvalidInputError(f"runtime: cannot read score entry {entry!r}; expected "
+                            "name or name[field=value,...].")
+  settings = {}
+  for item in filter(None, (t.strip() for t in (m.group(2) or "").split(","))):
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise InvalidInputError(f"runtime: {entry!r}: expected field=value, got {item!r}.")
+    try:
+      settings[key.strip()] = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+      settings[key.strip()] = value.strip()
+  return m.group(1), settings
+
+
+def time_score(entry: str, model, variables, sets: pipeline.Sets, n: int, *, k: int, seed: int,
+               progress: bool, train_config, ckpt_dir: str | None,
+               score_settings: dict | None = None) -> dict:
   """``{'score', 'status', 'fit_seconds', 'warmup_seconds', 'score_seconds', 'n',
-  'img_per_s', 'note'}`` for one score; status 'skipped' with the reason in ``note``."""
-  row = {"score": name, "status": "ok", "fit_seconds": None, "warmup_seconds": None,
+  'img_per_s', 'note'}`` for one score entry (``name`` or ``name[field=value,...]``, over
+  the preset's ``score_settings``); status 'skipped' with the reason in ``note``."""
+  name, extra = parse_entry(entry)
+  row = {"score": entry, "status": "ok", "fit_seconds": None, "warmup_seconds": None,
          "score_seconds": None, "n": 0, "img_per_s": None, "note": ""}
   try:
-    scorer = get_scorer(name, k=k, seed=seed, progress=progress, train_config=train_config,
-                        ckpt_dir=None if ckpt_dir is None else os.path.join(ckpt_dir, name))
+    kwargs = dict(k=k, seed=seed, progress=progress, train_config=train_config,
+                  ckpt_dir=None if ckpt_dir is None else os.path.join(ckpt_dir, name))
+    kwargs.update((score_settings or {}).get(name, {}))
+    kwargs.update(extra)
+    scorer = get_scorer(name, **kwargs)
   except ImportError as e:
     return {**row, "status": "skipped", "note": f"not available yet ({e})"}
   x = sets.test.x[:n]
@@ -86,10 +119,10 @@ def run(args: argparse.Namespace) -> dict:
   t0 = time.perf_counter()
   setup = cli.setup(args)
   model_registry.check_name(args.model)
-  scores = pipeline.split_list(args.scores) or known_scores()
+  scores = split_entries(args.scores) or known_scores()
   for s in scores:
-    if s not in known_scores():
-      get_scorer(s)          # UnknownNameError listing the known scores
+    name, extra = parse_entry(s)
+    get_scorer(name, **extra)   # UnknownNameError listing the known scores; bad settings
   out = cli.default_out(args, "runtime")
   n_eval = max(args.n, 1)
   sets = pipeline.load_sets(args.id, ["noise"], [args.model], data_dir=args.data_dir,
@@ -98,7 +131,8 @@ def run(args: argparse.Namespace) -> dict:
   model_cfg = pipeline.model_train_config(args.model, setup.train_cfg, setup.preset.model_preset)
   rows = [time_score(s, model, result.variables, sets, n_eval, k=setup.k, seed=args.seed,
                      progress=setup.progress, train_config=model_cfg,
-                     ckpt_dir=cli.scores_ckpt_dir(args.model, sets, setup))
+                     ckpt_dir=cli.scores_ckpt_dir(args.model, sets, setup),
+                     score_settings=setup.preset.score_settings)
           for s in scores]
   meta = {"preset": args.preset, "id": args.id, "model": args.model, "k_importance": setup.k,
           "n": n_eval, "seed": args.seed, "train_steps": result.step,
