@@ -23,6 +23,28 @@ import jax.numpy as jnp
 from ood_jax.errors import InvalidInputError
 
 
+def channel_moments(module: nn.Module, x: jax.Array, train: bool,
+                    momentum: float) -> tuple[jax.Array, jax.Array]:
+  """Per-channel ``(mean, var)`` of ``x`` (N x H x W x C) for a BatchNorm-style ``module``.
+
+  Declares the running averages ``batch_stats/{mean, var}`` in ``module``. ``train=True``:
+  the batch statistics (over N, H, W; biased variance), and the running averages are
+  updated (``ra = momentum * ra + (1 - momentum) * batch``) only when the caller made
+  ``batch_stats`` mutable (and never during ``init``); ``train=False``: the running averages.
+  """
+  c = x.shape[-1]
+  ra_mean = module.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+  ra_var = module.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+  if not train:
+    return ra_mean.value, ra_var.value
+  mean = jnp.mean(x, axis=(0, 1, 2))
+  var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
+  if module.is_mutable_collection("batch_stats") and not module.is_initializing():
+    ra_mean.value = momentum * ra_mean.value + (1.0 - momentum) * jax.lax.stop_gradient(mean)
+    ra_var.value = momentum * ra_var.value + (1.0 - momentum) * jax.lax.stop_gradient(var)
+  return mean, var
+
+
 class BatchNormFlow(nn.Module):
   """Invertible batch normalisation with learnable ``log_gamma`` and ``beta``."""
   momentum: float = 0.9
@@ -33,21 +55,11 @@ class BatchNormFlow(nn.Module):
     c = x.shape[-1]
     log_gamma = self.param("log_gamma", nn.initializers.zeros, (c,), jnp.float32)
     beta = self.param("beta", nn.initializers.zeros, (c,), jnp.float32)
-    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
-    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
-    if train:
-      if reverse:
-        raise InvalidInputError(
-            "BatchNormFlow: reverse=True needs train=False (running statistics); the batch"
-            " statistics of x cannot be recovered from y.")
-      mean = jnp.mean(x, axis=(0, 1, 2))
-      var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
-      if self.is_mutable_collection("batch_stats") and not self.is_initializing():
-        m = self.momentum
-        ra_mean.value = m * ra_mean.value + (1.0 - m) * jax.lax.stop_gradient(mean)
-        ra_var.value = m * ra_var.value + (1.0 - m) * jax.lax.stop_gradient(var)
-    else:
-      mean, var = ra_mean.value, ra_var.value
+    if train and reverse:
+      raise InvalidInputError(
+          "BatchNormFlow: reverse=True needs train=False (running statistics); the batch"
+          " statistics of x cannot be recovered from y.")
+    mean, var = channel_moments(self, x, train, self.momentum)
     inv_std = jax.lax.rsqrt(var + self.eps)
     logdet = x.shape[1] * x.shape[2] * jnp.sum(log_gamma + jnp.log(inv_std))
     logdet = jnp.full((x.shape[0],), logdet, jnp.float32)

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from ood_jax.models.flows.actnorm import ActNorm
+from ood_jax.models.flows.batchnorm_flow import channel_moments
 
 
 class BatchNorm(nn.Module):
@@ -42,17 +43,7 @@ class BatchNorm(nn.Module):
     c = x.shape[-1]
     scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
-    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
-    if train:
-      mean = jnp.mean(x, axis=(0, 1, 2))
-      var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
-      if self.is_mutable_collection("batch_stats") and not self.is_initializing():
-        m = self.momentum
-        ra_mean.value = m * ra_mean.value + (1.0 - m) * jax.lax.stop_gradient(mean)
-        ra_var.value = m * ra_var.value + (1.0 - m) * jax.lax.stop_gradient(var)
-    else:
-      mean, var = ra_mean.value, ra_var.value
+    mean, var = channel_moments(self, x, train, self.momentum)
     return (x - mean) * (jax.lax.rsqrt(var + self.eps) * scale) + bias
 
 
