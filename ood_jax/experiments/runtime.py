@@ -121,8 +121,9 @@ def run(args: argparse.Namespace) -> dict:
   model_registry.check_name(args.model)
   scores = split_entries(args.scores) or known_scores()
   for s in scores:
-    name, extra = parse_entry(s)
-    get_scorer(name, **extra)   # UnknownNameError listing the known scores; bad settings
+    name, _ = parse_entry(s)
+    if name not in known_scores():
+      get_scorer(name)          # UnknownNameError listing the known scores
   out = cli.default_out(args, "runtime")
   n_eval = max(args.n, 1)
   sets = pipeline.load_sets(args.id, ["noise"], [args.model], data_dir=args.data_dir,
