@@ -45,8 +45,11 @@ class Scorer(abc.ABC):
   progress: bool = False
 
   def images_per_chunk(self) -> int:
-    """Images per compiled call; scorers whose cost grows per image override this."""
-    return self.chunk_size
+    """Images per compiled call: ``chunk_size``, bounded so that images x ``k`` importance
+    samples stay within ``max_latents`` for scorers that have those fields (the VAE's
+    256-way logits are 1 MB per latent); scorers whose cost grows otherwise override this."""
+    return latent_chunk(self.chunk_size, getattr(self, "max_latents", None),
+                        getattr(self, "k", 1))
 
   @abc.abstractmethod
   def fit(self, model: nn.Module, variables: dict, id_data: np.ndarray | None) -> ScorerState:
@@ -69,6 +72,13 @@ class Scorer(abc.ABC):
       raise InvalidInputError(f"{self.name}: {bad} of {len(scores)} scores are NaN/inf "
                               "(the model's likelihood overflowed on these inputs).")
     return scores
+
+
+def latent_chunk(chunk_size: int, max_latents: int | None, latents_per_image: int) -> int:
+  """``min(chunk_size, max_latents // latents_per_image)``, at least 1 (no bound if None)."""
+  if max_latents is None:
+    return chunk_size
+  return max(1, min(chunk_size, max_latents // max(1, int(latents_per_image))))
 
 
 def _device_multiple(n: int) -> int:

@@ -85,8 +85,6 @@ class LikelihoodRatio(Scorer):
   progress: bool = False
   name: str = "likelihood_ratio"
 
-  def images_per_chunk(self) -> int:
-    return max(1, min(self.chunk_size, self.max_latents // max(1, self.k)))
 
   def background_config(self) -> TrainConfig:
     cfg = self.train_config or DEFAULT_TRAIN

@@ -31,8 +31,6 @@ class NLL(Scorer):
   progress: bool = False
   name: str = "nll"
 
-  def images_per_chunk(self) -> int:
-    return max(1, min(self.chunk_size, self.max_latents // max(1, self.k)))
 
   def fit(self, model, variables, id_data=None) -> ScorerState:
     lp = log_prob_fn(model, self.k)

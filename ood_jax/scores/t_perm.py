@@ -38,8 +38,6 @@ class TPerm(Scorer):
   progress: bool = False
   name: str = "t_perm"
 
-  def images_per_chunk(self) -> int:
-    return max(1, min(self.chunk_size, self.max_latents // max(1, self.k)))
 
   def _nll(self) -> NLL:
     return NLL(k=self.k, chunk_size=self.chunk_size, max_latents=self.max_latents,

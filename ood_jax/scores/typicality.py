@@ -81,8 +81,6 @@ class Typicality(Scorer):
   progress: bool = False
   name: str = "typicality"
 
-  def images_per_chunk(self) -> int:
-    return max(1, min(self.chunk_size, self.max_latents // max(1, self.k)))
 
   def id_nll(self, model, variables, x: np.ndarray) -> np.ndarray:
     """Eval-mode NLL of ``x``, nats per image (the same estimator as the score)."""

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from ood_jax.data import batches
 from ood_jax.data.pixels import validate_images
 from ood_jax.errors import InvalidInputError
-from ood_jax.scores.base import Scorer, ScorerState
+from ood_jax.scores.base import Scorer, ScorerState, latent_chunk
 from ood_jax.scores.nll import log_prob_fn
 from ood_jax.train import TrainConfig, train
 
@@ -77,7 +77,7 @@ class WAIC(Scorer):
 
   def images_per_chunk(self) -> int:
     m = self.members if self.ensemble_variables is None else ensemble_size(self.ensemble_variables)
-    return max(1, min(self.chunk_size, self.max_latents // max(1, self.k * m)))
+    return latent_chunk(self.chunk_size, self.max_latents, self.k * m)
 
   def train_members(self, model, variables, id_data) -> Any:
     """Member 0 = ``variables``; members 1..M-1 trained (or reloaded) here; stacked."""
