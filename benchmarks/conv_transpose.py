@@ -4,7 +4,9 @@ Times one jitted Adam train step of the reference ConvVAE (categorical256, batch
 default) with ``fast_convt_grad=True`` and ``False`` (compile and warm-up excluded; median
 of ``--steps`` steps), then, for each decoder transposed convolution alone, the forward
 pass (sub-pixel vs ``lhs_dilation``) and the kernel gradient (custom VJP vs autodiff).
-Prints a markdown table. Usage::
+Then, per stride-2 layer, forward / input gradient / kernel gradient with the phases as
+convolutions vs as im2col matmuls (``matmul=True``; the VAE uses it for its wide output
+layer). Prints markdown tables. Usage::
 
   python benchmarks/conv_transpose.py [--batch 64] [--steps 10] [--channels 1]
 """
@@ -111,6 +113,30 @@ def time_kernel_grads(fast: bool, batch: int, steps: int, channels: int) -> list
   return out
 
 
+def time_matmul_phases(batch: int, steps: int, channels: int) -> list[tuple]:
+  """Per decoder layer, ``(name, [(fwd, dx, dw) ms for sub-pixel conv, for phase matmul])``:
+  the choice behind ``ConvTranspose(matmul=...)``."""
+  rng = np.random.default_rng(0)
+  out = []
+  for name, h, cin, cout, s, p in _decoder_layers(channels):
+    if s == 1:
+      continue
+    x = jnp.asarray(rng.normal(size=(batch, h, h, cin)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(4, 4, cin, cout)) * 0.02, jnp.float32)
+    y_shape = jax.eval_shape(lambda: conv_transpose(x, w, s, p)).shape
+    g = jnp.asarray(rng.normal(size=y_shape), jnp.float32)
+    per = []
+    for mm in (False, True):
+      f = lambda a, b, s=s, p=p, mm=mm: conv_transpose(a, b, s, p, matmul=mm)
+      fwd = jax.jit(f)
+      dx = jax.jit(lambda a, b, g, f=f: jax.vjp(f, a, b)[1](g)[0])
+      dw = jax.jit(lambda a, b, g, f=f: jax.vjp(f, a, b)[1](g)[1])
+      per.append(tuple(1e3 * _median_seconds(lambda fn=fn, args=args: fn(*args), steps)
+                       for fn, args in ((fwd, (x, w)), (dx, (x, w, g)), (dw, (x, w, g)))))
+    out.append((name, per))
+  return out
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--batch", type=int, default=64)
@@ -135,6 +161,12 @@ def main() -> None:
   print("|---|---:|---:|---:|")
   for name, f, s in rows:
     print(f"| {name} | {f * 1e3:.1f} | {s * 1e3:.1f} | {s / f:.1f}x |")
+  print("\nPhases as im2col matmuls (`matmul=True`, plain autodiff) vs sub-pixel convolutions"
+        " (custom VJP), ms:\n")
+  print("| layer | conv fwd | conv dx | conv dw | matmul fwd | matmul dx | matmul dw |")
+  print("|---|---:|---:|---:|---:|---:|---:|")
+  for name, (conv, mm) in time_matmul_phases(args.batch, args.steps, args.channels):
+    print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in conv + mm) + " |")
 
 
 if __name__ == "__main__":

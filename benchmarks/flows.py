@@ -11,7 +11,10 @@ compile and warm-up excluded) and scoring throughput (eval-mode ``log_prob``, k 
 ``--score-batch``) in images/s. The baseline is a same-architecture PyTorch model (NCHW,
 ``torch.set_num_threads(--threads)``) when ``torch`` is importable; otherwise the issue's quoted
 numbers for the public PyTorch references on one core (4.7 s / 21.5 img/s; 1.16 s / 101 img/s)
-are shown, labelled as quoted. Prints a markdown table. Usage::
+are shown, labelled as quoted. Prints a markdown table, then the arithmetic ceiling: XLA's
+FLOP count of the compiled step and scorer against this machine's float32 matmul peak
+(``_ceiling.py``), i.e. the fastest any implementation could run, and the GFLOP/s each
+target would need. Usage::
 
   python benchmarks/flows.py [--batch 32] [--score-batch 64] [--steps 3] [--threads 2]
 """
@@ -28,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import _ceiling
 from ood_jax.models import make_model
 
 QUOTED = {"realnvp": (4.7, 21.5), "glow": (1.16, 101.0)}   # torch refs, one core (issue 3)
@@ -50,8 +54,9 @@ def _model(name: str):
   return make_model("glow", "paper", (32, 32, 3), levels=3, steps=8, hidden=400)
 
 
-def jax_times(name: str, batch: int, score_batch: int, steps: int) -> tuple[float, float, int]:
-  """(seconds per train step, scoring images/s, parameter count) of our model."""
+def jax_times(name: str, batch: int, score_batch: int, steps: int) -> tuple:
+  """``(seconds per train step, scoring images/s, parameter count, (step FLOP, score FLOP per
+  image))`` of our model; FLOPs are XLA's count of the compiled functions."""
   model = _model(name)
   shape = tuple(model.image_shape)
   rng = np.random.default_rng(0)
@@ -82,10 +87,12 @@ def jax_times(name: str, batch: int, score_batch: int, steps: int) -> tuple[floa
     carry[:] = [params, state, opt]
     jax.block_until_ready(loss)
 
+  flop = (_ceiling.flops(step, *carry, key),
+          _ceiling.flops(score, {"params": carry[0], **carry[1]}, xs, key) / score_batch)
   t_step = _median_seconds(run_step, steps)
   t_score = _median_seconds(
       lambda: jax.block_until_ready(score({"params": carry[0], **carry[1]}, xs, key)), steps)
-  return t_step, score_batch / t_score, n_params
+  return t_step, score_batch / t_score, n_params, flop
 
 
 # ------------------------------------------------------------------ PyTorch baseline
@@ -333,8 +340,10 @@ def main() -> None:
   print("| model | params (ours / torch) | ours: s/step | baseline: s/step | speed-up"
         " | ours: img/s | baseline: img/s | speed-up | target |")
   print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+  ceilings = []
   for name in args.models.split(","):
-    t_step, rate, n = jax_times(name, args.batch, args.score_batch, args.steps)
+    t_step, rate, n, flop = jax_times(name, args.batch, args.score_batch, args.steps)
+    ceilings.append((name, t_step, rate, flop))
     print(f"<!-- {name} ours: {t_step:.2f} s/step, {rate:.1f} img/s -->", flush=True)
     if have_torch:
       b_step, b_rate, bn = torch_times(name, args.batch, args.score_batch, args.steps,
@@ -352,6 +361,16 @@ def main() -> None:
   else:
     print(f"\nbaseline: same-architecture PyTorch {torch.__version__} model, NCHW,"
           f" {args.threads} threads, in this run.")
+  peak = _ceiling.matmul_peak()
+  print(f"\nArithmetic ceiling (XLA FLOP counts; float32 matmul peak here {peak:.0f} GFLOP/s):\n")
+  print("| model | GFLOP per train step | ours GFLOP/s | s/step at peak | target s/step needs"
+        " | GFLOP per scored image | ours GFLOP/s | img/s at peak | target img/s needs |")
+  print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+  for name, t_step, rate, (f_step, f_img) in ceilings:
+    tgt = TARGETS[name]
+    print(f"| {name} | {f_step / 1e9:.1f} | {f_step / t_step / 1e9:.0f} | {f_step / peak / 1e9:.2f}"
+          f" | {f_step / tgt[0] / 1e9:.0f} GFLOP/s | {f_img / 1e9:.2f} | {rate * f_img / 1e9:.0f}"
+          f" | {peak * 1e9 / f_img:.0f} | {tgt[1] * f_img / 1e9:.0f} GFLOP/s |")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@
   k-sample IWAE NLL before and after.
 
 Both use the same optimiser, steps and k. Compilation and warm-up are excluded. The
+arithmetic ceiling is printed too: XLA's FLOP count of one image's work (``steps`` optimiser
+steps plus two IWAE NLLs, from the loop's compiled functions) against this machine's
+float32 matmul peak (``_ceiling.py``); no implementation beats ``peak / FLOP`` img/s. The
 model is the Likelihood-Regret reference VAE when its fixture weights are present (else
 the ``vae`` cpu preset at its initialisation: the same architecture and cost). Usage::
 
@@ -26,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import _ceiling
 from ood_jax.models import load_reference_vae, make_model
 from ood_jax.scores import likelihood_regret as lr
 from ood_jax.train import init_variables
@@ -50,6 +54,17 @@ def time_ours(model, v, x, chunk: int, steps: int, k: int) -> float:
   t = time.perf_counter()
   scorer.score(state, x)
   return time.perf_counter() - t
+
+
+def image_flops(model, v, x1, steps: int, k: int) -> float:
+  """XLA's FLOP count of one image's regret: ``steps`` Adam steps and two k-sample NLLs."""
+  tx = lr.LikelihoodRegret().optimizer()
+  enc0 = v["params"]["encoder"]
+  eps_steps, eps_iwae = lr.noise(jax.random.PRNGKey(0), steps, k, model.latent_dim)
+  f_step = _ceiling.flops(lr.make_step(model, tx), v, enc0, tx.init(enc0), x1, eps_steps[0])
+  f_nll = _ceiling.flops(lambda vv, x1, eps: model.apply(vv, x1, eps[None], method="log_weights"),
+                         v, x1, eps_iwae)
+  return steps * f_step + 2 * f_nll
 
 
 def time_loop(model, v, x, steps: int, k: int) -> float:
@@ -94,6 +109,12 @@ def main() -> None:
         f" {loop:.2f} | 1.0x |")
   print(f"| ours: vmap over {args.chunk} images x scan over steps | {args.n} | {t_ours:.2f} |"
         f" {ours:.2f} | {ours / loop:.1f}x |")
+  flop = image_flops(model, v, x[:1], args.steps, args.k)
+  peak = _ceiling.matmul_peak()
+  print(f"\nceiling: {flop / 1e9:.2f} GFLOP per image (XLA count), float32 matmul peak"
+        f" {peak:.0f} GFLOP/s -> at most {peak * 1e9 / flop:.2f} img/s; ours runs at"
+        f" {ours * flop / 1e9:.0f} GFLOP/s ({ours * flop / 1e9 / peak:.0%} of peak). 10x the loop"
+        f" ({10 * loop:.1f} img/s) would need {10 * loop * flop / 1e9:.0f} GFLOP/s.")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from jax import lax
 
 from ood_jax.errors import InvalidInputError
 from ood_jax.models.conv_transpose import (ConvTranspose, conv_transpose,
+                                           conv_transpose_phase_matmul,
                                            conv_transpose_reference, conv_transpose_subpixel,
                                            output_size)
 
@@ -88,6 +89,32 @@ def test_subpixel_forward_matches_reference(case):
   # conv_transpose(fast_grad=True) runs it, also under jit.
   fast = np.asarray(jax.jit(lambda a, b: conv_transpose(a, b, s, p))(x, wk))
   np.testing.assert_allclose(fast, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+
+
+@pytest.mark.parametrize("case", SUBPIXEL_CASES)
+def test_phase_matmul_matches_reference_values_and_grads(case):
+  """The im2col-matmul phases (``matmul=True``): same outputs and, through plain autodiff,
+  the same input and kernel gradients as the ``lhs_dilation`` reference."""
+  k, s, p, n, h, w, ci, co = case
+  x, w_torch = _data(case, seed=5)
+  x, wk = jnp.asarray(x), jnp.asarray(_torch_to_ours(w_torch))
+  out_shape = (n, output_size(h, k, s, p), output_size(w, k, s, p), co)
+  g = jnp.asarray(np.random.default_rng(6).normal(size=out_shape).astype(np.float32))
+
+  @jax.jit
+  def both(x, wk, g):
+    y_mm, vjp_mm = jax.vjp(lambda a, b: conv_transpose(a, b, s, p, matmul=True), x, wk)
+    y_ref, vjp_ref = jax.vjp(lambda a, b: conv_transpose_reference(a, b, s, p), x, wk)
+    return y_mm, y_ref, vjp_mm(g), vjp_ref(g)
+
+  y_mm, y_ref, grads_mm, grads_ref = both(x, wk, g)
+  assert y_mm.shape == out_shape
+  np.testing.assert_allclose(np.asarray(conv_transpose_phase_matmul(x, wk, s, p)), np.asarray(y_ref),
+                             rtol=1e-5, atol=1e-5 * float(jnp.abs(y_ref).max()))
+  for a, b in zip(grads_mm, grads_ref):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5,
+                               atol=1e-5 * float(jnp.abs(b).max()))
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -185,6 +185,51 @@ def conv_transpose_subpixel(x: jax.Array, w: jax.Array, stride: int, padding: in
   return y.reshape(n, q_h * s, q_w * s, y.shape[-1])[:, :out_h, :out_w]
 
 
+def conv_transpose_phase_matmul(x: jax.Array, w: jax.Array, stride: int, padding: int) -> jax.Array:
+  """Sub-pixel forward with each phase as one im2col matmul; differentiated by autodiff.
+
+  The phases of :func:`conv_transpose_subpixel`, but each stride-1 correlation is written
+  as its ``M*M`` shifted input slices concatenated along channels (``N x Q x Q x M*M*C_in``)
+  times the sub-kernel reshaped to ``M*M*C_in x C_out``. Autodiff of slices, concatenation
+  and a dot gives matmul gradients (input: ``g @ Wᵀ`` then overlap-add; kernel:
+  ``patchesᵀ g``). Faster on XLA:CPU than the convolution when ``C_in`` is small and
+  ``C_out`` large (the VAE's 32 -> 256-way output layer: ``benchmarks/conv_transpose.py``),
+  slower for the narrow middle layers, so it is opt-in per layer. Same values up to float
+  rounding.
+  """
+  _check(x, w, stride, padding)
+  s, k = stride, w.shape[0]
+  n, h, wd, c = x.shape
+  out_h, out_w = output_size(h, k, s, padding), output_size(wd, k, s, padding)
+  if s == 1 or out_h <= 0 or out_w <= 0:
+    return conv_transpose_reference(x, w, stride, padding)
+  m = -(-k // s)
+  z = m * s - k
+  if z:
+    w = jnp.pad(w, ((z, 0), (z, 0), (0, 0), (0, 0)))
+  q_h, q_w = -(-out_h // s), -(-out_w // s)
+
+  def phase(r: int, size: int, q: int) -> tuple[int, tuple[int, int]]:
+    a, c_r = divmod(r + padding, s)
+    lo = m - 1 - a
+    return s - 1 - c_r, (lo, q + m - 1 - size - lo)
+
+  rows = []
+  for r_h in range(s):
+    tap_h, pad_h = phase(r_h, h, q_h)
+    cols = []
+    for r_w in range(s):
+      tap_w, pad_w = phase(r_w, wd, q_w)
+      xp = lax.pad(x, jnp.zeros((), x.dtype),
+                   [(0, 0, 0), (*pad_h, 0), (*pad_w, 0), (0, 0, 0)])
+      patches = jnp.concatenate([xp[:, i:i + q_h, j:j + q_w] for i in range(m) for j in range(m)],
+                                axis=-1)                       # (N, q_h, q_w, m*m*C_in)
+      cols.append(patches @ w[tap_h::s, tap_w::s].reshape(m * m * c, -1))
+    rows.append(jnp.stack(cols, axis=3))
+  y = jnp.stack(rows, axis=3).transpose(0, 1, 3, 2, 4, 5)
+  return y.reshape(n, q_h * s, q_w * s, y.shape[-1])[:, :out_h, :out_w]
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv_transpose_fast(x, w, stride, padding):
   return conv_transpose_subpixel(x, w, stride, padding)
@@ -205,7 +250,7 @@ _conv_transpose_fast.defvjp(_fast_fwd, _fast_bwd)
 
 
 def conv_transpose(x: jax.Array, w: jax.Array, stride: int = 1, padding: int = 0, *,
-                   fast_grad: bool = True) -> jax.Array:
+                   fast_grad: bool = True, matmul: bool = False) -> jax.Array:
   """Torch-semantics transposed convolution, NHWC in and out.
 
   Args:
@@ -218,11 +263,15 @@ def conv_transpose(x: jax.Array, w: jax.Array, stride: int = 1, padding: int = 0
       VJP (strided-convolution gradients). ``False`` runs and differentiates the
       ``lhs_dilation`` convolution with plain autodiff (same values up to float rounding,
       slower on CPU).
+    matmul: use :func:`conv_transpose_phase_matmul` (phases as im2col matmuls, plain
+      autodiff) instead; takes precedence over ``fast_grad``.
 
   Returns:
     ``N x H' x W' x C_out``, ``H' = (H-1)*stride - 2*padding + k``.
   """
   _check(x, w, int(stride), int(padding))
+  if matmul:
+    return conv_transpose_phase_matmul(x, w, int(stride), int(padding))
   if fast_grad:
     return _conv_transpose_fast(x, w, int(stride), int(padding))
   return conv_transpose_reference(x, w, int(stride), int(padding))
@@ -240,6 +289,7 @@ class ConvTranspose(nn.Module):
   padding: int = 0
   use_bias: bool = False
   fast_grad: bool = True
+  matmul: bool = False
   kernel_init: Callable[..., Any] = nn.initializers.normal(0.02)
   bias_init: Callable[..., Any] = nn.initializers.zeros
 
@@ -247,7 +297,8 @@ class ConvTranspose(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), jnp.float32)
-    y = conv_transpose(x, kernel.astype(x.dtype), self.stride, self.padding, fast_grad=self.fast_grad)
+    y = conv_transpose(x, kernel.astype(x.dtype), self.stride, self.padding, fast_grad=self.fast_grad,
+                       matmul=self.matmul)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32).astype(y.dtype)
     return y

@@ -104,7 +104,11 @@ class ConvDecoder(nn.Module):
     self.pyramid_bn1 = _batch_norm("pyramid_bn1")
     self.pyramid_convt2 = ConvTranspose(ngf, 4, 2, 1, fast_grad=fast, name="pyramid_convt2")
     self.pyramid_bn2 = _batch_norm("pyramid_bn2")
-    self.final_convt = ConvTranspose(self.out_features, 4, 2, 1, fast_grad=fast, name="final_convt")
+    # The wide output layer (32 -> 256 levels) runs as phase matmuls: faster on XLA:CPU
+    # than the convolution for small C_in / large C_out (benchmarks/conv_transpose.py).
+    self.final_convt = ConvTranspose(self.out_features, 4, 2, 1, fast_grad=fast,
+                                     matmul=fast and self.out_features >= 128,
+                                     name="final_convt")
 
   def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
     ura = not train
