@@ -1,14 +1,15 @@
-"""Benchmark: PixelCNN++ train-step time per preset, with the ConvVAE step as the yardstick.
+"""Benchmark: train-step time of any model and preset, with the ConvVAE step as the yardstick.
 
-Times one jitted train step of ``ood_jax.train.loop.make_train_step`` (Adam, BatchNorm in
-train mode) at batch 64 on 28 x 28 x 1 for PixelCNN++ settings, interleaved with the
-reference ConvVAE ``cpu`` preset (32 x 32 x 1) so both see the same machine load
-(compile and warm-up excluded; median of ``--steps`` rounds). Prints a markdown table
-with the ratio to the VAE step. Weights are drawn with numpy (a jitted threefry init
-takes about a minute to compile on XLA:CPU). Usage::
+Times one jitted step of ``ood_jax.train.loop.make_train_step`` (the step training runs:
+Adam with the model's default warm-up/clipping settings, BatchNorm in train mode) at batch
+``--batch`` on FashionMNIST-shaped input (each model's input size from the registry: 28 x 28
+x 1 for the flows and PixelCNN++, 32 x 32 x 1 for the VAE), interleaved round-robin so every
+model sees the same machine load (compile and warm-up excluded; median of ``--steps``
+rounds). Prints a markdown table with the ratio to the ``vae:cpu`` step. Weights are drawn
+with numpy (a jitted threefry init takes about a minute to compile on XLA:CPU). Usage::
 
-  python benchmarks/pixelcnnpp_step.py [--steps 5] [--batch 64] \
-      [--configs cpu smoke cpu:num_filters=32 paper:num_resnet=1]
+  python benchmarks/train_steps.py [--steps 5] [--batch 64] \
+      [--runs vae:cpu realnvp:cpu glow:cpu pixelcnnpp:cpu pixelcnnpp:cpu:num_filters=32]
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ood_jax.models import make_model
+from ood_jax.models import registry
 from ood_jax.train.config import TrainConfig
 from ood_jax.train.loop import make_train_step
 from ood_jax.train.optim import make_optimizer
@@ -44,11 +46,12 @@ def _numpy_variables(model, x, seed: int = 0) -> dict:
   return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
-def make_step(name: str, preset: str, shape, batch: int, **overrides):
+def make_step(name: str, preset: str, batch: int, **overrides):
   """A no-argument callable running one train step (state kept between calls)."""
+  shape = registry.input_shape(name, (28, 28, 1))
   model = make_model(name, preset, shape, **overrides)
   x = jnp.asarray(np.random.default_rng(0).integers(0, 256, (batch,) + tuple(shape), np.uint8))
-  tx = make_optimizer(TrainConfig(), 100)
+  tx = make_optimizer(TrainConfig(**registry.train_defaults(name)), 100)
   state = [create(_numpy_variables(model, x), tx)]
   step = jax.jit(make_train_step(model, tx, 0), donate_argnums=0)
 
@@ -60,34 +63,39 @@ def make_step(name: str, preset: str, shape, batch: int, **overrides):
   return run
 
 
-def _parse(config: str) -> tuple[str, dict]:
-  preset, _, rest = config.partition(":")
+def _parse(run: str) -> tuple[str, str, dict]:
+  """``'name:preset[:key=value,...]'`` -> ``(name, preset, overrides)``."""
+  name, _, rest = run.partition(":")
+  preset, _, rest = (rest or "cpu").partition(":")
   kw = {}
   for item in filter(None, rest.split(",")):
     k, v = item.split("=")
     kw[k] = v if k == "norm" else (float(v) if "." in v else int(v))
-  return preset, kw
+  return name, preset, kw
 
 
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--steps", type=int, default=5)
   ap.add_argument("--batch", type=int, default=64)
-  ap.add_argument("--configs", nargs="+", default=["cpu", "smoke"])
+  ap.add_argument("--runs", nargs="+",
+                  default=["vae:cpu", "realnvp:cpu", "glow:cpu", "pixelcnnpp:cpu"])
   args = ap.parse_args()
-  runs = {"vae cpu (32x32x1)": make_step("vae", "cpu", (32, 32, 1), args.batch)}
-  for config in args.configs:
-    preset, kw = _parse(config)
-    runs[f"pixelcnnpp {config} (28x28x1)"] = make_step("pixelcnnpp", preset, (28, 28, 1),
-                                                        args.batch, **kw)
+  runs = {"vae:cpu": make_step("vae", "cpu", args.batch)}
+  for run in args.runs:
+    if run not in runs:
+      name, preset, kw = _parse(run)
+      runs[run] = make_step(name, preset, args.batch, **kw)
   times = {k: [] for k in runs}
   for _ in range(args.steps):
     for k, run in runs.items():
       t = time.perf_counter()
       run()
       times[k].append(time.perf_counter() - t)
-  base = statistics.median(times["vae cpu (32x32x1)"])
-  print(f"| model (batch {args.batch}) | train step (ms) | ratio to the VAE step |")
+  base = statistics.median(times["vae:cpu"])
+  print(f"device: {jax.devices()[0].platform}, jax {jax.__version__}, batch {args.batch},"
+        f" median of {args.steps}\n")
+  print(f"| model:preset (batch {args.batch}) | train step (ms) | ratio to the vae:cpu step |")
   print("|---|---:|---:|")
   for k, ts in times.items():
     med = statistics.median(ts)
