@@ -87,3 +87,17 @@ def test_overall_is_an_equal_mix_of_the_other_sets(data_dir):
   rows = {r.tobytes() for r in mixed}
   for name in ("other", "noise"):
     assert sum(r.tobytes() in rows for r in sets.ood[name].x) == 10
+
+
+def test_models_of_different_input_sizes_share_one_table(data_dir, tmp_path):
+  """The VAE takes 32x32 (the 28x28 ID data resized), RealNVP the native 28x28: each model
+  gets the sets conformed to its own input shape, in one table."""
+  out = str(tmp_path / "out")
+  assert table2.main(_args(data_dir, out, **{"--models": "vae,realnvp",
+                                             "--ood": "noise", "--train-steps": "2"})) == 0
+  meta = json.load(open(os.path.join(out, "meta.json")))
+  assert meta["input_shape"] == {"vae": [32, 32, 1], "realnvp": [28, 28, 1]}
+  assert meta["models"]["vae"]["input_shape"] == [32, 32, 1]
+  assert meta["models"]["realnvp"]["input_shape"] == [28, 28, 1]
+  rows = json.load(open(os.path.join(out, "results.json")))
+  assert sorted(r["model"] for r in rows) == ["realnvp", "vae"]

@@ -21,7 +21,9 @@ from typing import Callable, Iterable, Sequence
 import jax
 
 from ood_jax.errors import OODJaxError
+from ood_jax import data
 from ood_jax.experiments import configs, pipeline
+from ood_jax.models import registry as model_registry
 from ood_jax.experiments.report import write_report
 from ood_jax.train import TrainConfig, TrainResult
 
@@ -101,6 +103,33 @@ def load_sets(args: argparse.Namespace, s: Setup, models: list[str],
   ``--seed`` and the run's set sizes."""
   return pipeline.load_sets(args.id, oods, models, data_dir=args.data_dir,
                             n_train=s.preset.n_train, n_eval=s.n_eval, seed=args.seed)
+
+
+def sets_by_model(args: argparse.Namespace, s: Setup, models: list[str],
+                  oods: list[str]) -> dict[str, pipeline.Sets]:
+  """``{model: sets conformed to its input shape}``; the sets are loaded once per distinct
+  input shape (the flows and PixelCNN++ take 28 x 28 FashionMNIST, the VAE 32 x 32), so
+  one table can hold models of different input sizes."""
+  like = {}
+  for m in models:
+    like.setdefault(model_registry.input_shape(m, _id_shape(args, s)), []).append(m)
+  out = {}
+  for group in like.values():
+    sets = load_sets(args, s, group, oods)
+    out.update({m: sets for m in group})
+  return out
+
+
+def _id_shape(args: argparse.Namespace, s: Setup) -> tuple:
+  """The ID training images' ``(H, W, C)`` (read from a 1-image load)."""
+  return tuple(data.load(args.id, "train", data_dir=args.data_dir, n=1, seed=args.seed).x.shape[1:])
+
+
+def shapes_meta(sets: dict[str, pipeline.Sets]) -> dict:
+  """``{'input_shape': ...}`` for ``meta.json``: one shape, or ``{model: shape}`` if several."""
+  shapes = {m: list(v.hwc) for m, v in sets.items()}
+  distinct = {tuple(v) for v in shapes.values()}
+  return {"input_shape": list(distinct.pop()) if len(distinct) == 1 else shapes}
 
 
 def train_or_load(model_name: str, sets: pipeline.Sets, s: Setup) -> tuple[object, TrainResult]:

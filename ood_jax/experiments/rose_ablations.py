@@ -80,9 +80,10 @@ def run(args: argparse.Namespace) -> dict:
     model_registry.check_name(m)
   out = cli.default_out(args, "rose_ablations")
 
-  sets = cli.load_sets(args, setup, models, oods)
+  by_model = cli.sets_by_model(args, setup, models, oods)
   rows, samples, model_meta = [], {}, {}
   for model_name in models:
+    sets = by_model[model_name]
     model, result = cli.train_or_load(model_name, sets, setup)
     runs = variants(model_name, sizes, len(sets.train.x))
     vals, info = {}, {}
@@ -107,8 +108,9 @@ def run(args: argparse.Namespace) -> dict:
 
   rose_defaults = {f.name: getattr(Rose(), f.name) for f in dataclasses.fields(Rose)
                    if f.name not in ("progress", "name")}
-  meta = cli.table_meta(args, sets, setup.train_cfg, model_meta, t0,
-                       {"fisher_sizes": sizes, "rose_defaults": rose_defaults})
+  meta = cli.table_meta(args, by_model[models[0]], setup.train_cfg, model_meta, t0,
+                       {"fisher_sizes": sizes, "rose_defaults": rose_defaults,
+                        **cli.shapes_meta(by_model)})
   return cli.write_run_report(
       "rose_ablations", args, out,
       title=f"ROSE ablations, {args.id} in-distribution ({args.preset} preset)",

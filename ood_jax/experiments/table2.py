@@ -57,14 +57,16 @@ def run(args: argparse.Namespace) -> dict:
   out = cli.default_out(args, "table2")
 
   # Everything below the data loading can fail only for reasons found while computing.
-  sets = cli.load_sets(args, setup, models, oods)
+  by_model = cli.sets_by_model(args, setup, models, oods)
   rows, samples, model_meta = [], {}, {}
   for model_name in models:
+    sets = by_model[model_name]
     model, result = cli.train_or_load(model_name, sets, setup)
     with pipeline.Timer() as ts:
       vals = cli.score_all(model_name, model, result.variables, scores, sets, setup)
     rows += pipeline.metric_rows(args.id, model_name, vals)
-    info = {"train_steps": result.step, "resumed_from": result.resumed_from,
+    info = {"input_shape": list(sets.hwc), "train_steps": result.step,
+            "resumed_from": result.resumed_from,
             "train_config": dataclasses.asdict(pipeline.model_train_config(
                 model_name, setup.train_cfg, setup.preset.model_preset)),
             "train_seconds_this_run": round(result.seconds, 1),
@@ -83,7 +85,8 @@ def run(args: argparse.Namespace) -> dict:
           "ood": {n: s for n, s in plot.items() if n != "__id__"}, "xlabel": xlabel}
     model_meta[model_name] = info
 
-  meta = cli.table_meta(args, sets, setup.train_cfg, model_meta, t0, {"k_importance": setup.k})
+  meta = cli.table_meta(args, by_model[models[0]], setup.train_cfg, model_meta, t0,
+                        {"k_importance": setup.k, **cli.shapes_meta(by_model)})
   return cli.write_run_report(
       "table2", args, out, title=f"OOD detection, {args.id} in-distribution ({args.preset} preset)",
       rows=rows, meta=meta, score_samples=samples)
