@@ -110,9 +110,10 @@ def sets_by_model(args: argparse.Namespace, s: Setup, models: list[str],
   """``{model: sets conformed to its input shape}``; the sets are loaded once per distinct
   input shape (the flows and PixelCNN++ take 28 x 28 FashionMNIST, the VAE 32 x 32), so
   one table can hold models of different input sizes."""
+  id_hwc = _id_shape(args)
   like = {}
   for m in models:
-    like.setdefault(model_registry.input_shape(m, _id_shape(args, s)), []).append(m)
+    like.setdefault(model_registry.input_shape(m, id_hwc), []).append(m)
   out = {}
   for group in like.values():
     sets = load_sets(args, s, group, oods)
@@ -120,7 +121,7 @@ def sets_by_model(args: argparse.Namespace, s: Setup, models: list[str],
   return out
 
 
-def _id_shape(args: argparse.Namespace, s: Setup) -> tuple:
+def _id_shape(args: argparse.Namespace) -> tuple:
   """The ID training images' ``(H, W, C)`` (read from a 1-image load)."""
   return tuple(data.load(args.id, "train", data_dir=args.data_dir, n=1, seed=args.seed).x.shape[1:])
 

@@ -135,22 +135,27 @@ def _kernel_grad(x: jax.Array, g: jax.Array, stride: int, padding: int, k: int) 
   return h[::-1, ::-1]
 
 
-def conv_transpose_subpixel(x: jax.Array, w: jax.Array, stride: int, padding: int) -> jax.Array:
-  """Sub-pixel (phase-decomposition) forward: ``stride**2`` stride-1 convolutions, interleaved.
+def _phase_conv(x: jax.Array, w: jax.Array, pad_h, pad_w) -> jax.Array:
+  """One phase as a stride-1 correlation (``lax.conv_general_dilated``)."""
+  return lax.conv_general_dilated(x, w, window_strides=(1, 1), padding=[pad_h, pad_w],
+                                  dimension_numbers=_DN)
 
-  Same values as :func:`conv_transpose_reference` up to float rounding (see the module
-  docstring for the derivation); any kernel size, stride and padding. Stride 1, and
-  degenerate shapes with an empty output, use the reference convolution.
 
-  Args:
-    x: ``N x H x W x C_in`` input.
-    w: ``k x k x C_in x C_out`` kernel in the correlation (flipped) layout.
-    stride: torch ``stride``.
-    padding: torch ``padding``.
+def _phase_matmul(x: jax.Array, w: jax.Array, pad_h, pad_w) -> jax.Array:
+  """One phase as an im2col matmul: the ``M*M`` shifted input slices concatenated along
+  channels times the sub-kernel reshaped to ``M*M*C_in x C_out``; same values as
+  :func:`_phase_conv` up to float rounding."""
+  m_h, m_w, c, _ = w.shape
+  xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (*pad_h, 0), (*pad_w, 0), (0, 0, 0)])
+  q_h, q_w = xp.shape[1] - m_h + 1, xp.shape[2] - m_w + 1
+  patches = jnp.concatenate([xp[:, i:i + q_h, j:j + q_w] for i in range(m_h) for j in range(m_w)],
+                            axis=-1)                          # (N, q_h, q_w, m*m*C_in)
+  return patches @ w.reshape(m_h * m_w * c, -1)
 
-  Returns:
-    ``N x H' x W' x C_out`` with ``H' = (H-1)*stride - 2*padding + k``.
-  """
+
+def _subpixel(x: jax.Array, w: jax.Array, stride: int, padding: int, one_phase) -> jax.Array:
+  """The phase decomposition (module docstring), each phase computed by ``one_phase(x,
+  sub_kernel, (front, back) rows, (front, back) cols) -> N x q_h x q_w x C_out``."""
   _check(x, w, stride, padding)
   s, k = stride, w.shape[0]
   n, h, wd, _ = x.shape
@@ -174,9 +179,7 @@ def conv_transpose_subpixel(x: jax.Array, w: jax.Array, stride: int, padding: in
     cols = []
     for r_w in range(s):
       tap_w, pad_w = phase(r_w, wd, q_w)
-      cols.append(lax.conv_general_dilated(
-          x, w[tap_h::s, tap_w::s], window_strides=(1, 1), padding=[pad_h, pad_w],
-          dimension_numbers=_DN))                     # (N, q_h, q_w, C_out)
+      cols.append(one_phase(x, w[tap_h::s, tap_w::s], pad_h, pad_w))   # (N, q_h, q_w, C_out)
     rows.append(jnp.stack(cols, axis=3))            # (N, q_h, q_w, s, C_out)
   # Stacking phases last and then transposing measured faster on XLA:CPU than stacking
   # straight into the interleaved order (when a reduction over channels, e.g. a softmax,
@@ -185,49 +188,36 @@ def conv_transpose_subpixel(x: jax.Array, w: jax.Array, stride: int, padding: in
   return y.reshape(n, q_h * s, q_w * s, y.shape[-1])[:, :out_h, :out_w]
 
 
+def conv_transpose_subpixel(x: jax.Array, w: jax.Array, stride: int, padding: int) -> jax.Array:
+  """Sub-pixel (phase-decomposition) forward: ``stride**2`` stride-1 convolutions, interleaved.
+
+  Same values as :func:`conv_transpose_reference` up to float rounding (see the module
+  docstring for the derivation); any kernel size, stride and padding. Stride 1, and
+  degenerate shapes with an empty output, use the reference convolution.
+
+  Args:
+    x: ``N x H x W x C_in`` input.
+    w: ``k x k x C_in x C_out`` kernel in the correlation (flipped) layout.
+    stride: torch ``stride``.
+    padding: torch ``padding``.
+
+  Returns:
+    ``N x H' x W' x C_out`` with ``H' = (H-1)*stride - 2*padding + k``.
+  """
+  return _subpixel(x, w, stride, padding, _phase_conv)
+
+
 def conv_transpose_phase_matmul(x: jax.Array, w: jax.Array, stride: int, padding: int) -> jax.Array:
   """Sub-pixel forward with each phase as one im2col matmul; differentiated by autodiff.
 
-  The phases of :func:`conv_transpose_subpixel`, but each stride-1 correlation is written
-  as its ``M*M`` shifted input slices concatenated along channels (``N x Q x Q x M*M*C_in``)
-  times the sub-kernel reshaped to ``M*M*C_in x C_out``. Autodiff of slices, concatenation
-  and a dot gives matmul gradients (input: ``g @ Wᵀ`` then overlap-add; kernel:
-  ``patchesᵀ g``). Faster on XLA:CPU than the convolution when ``C_in`` is small and
-  ``C_out`` large (the VAE's 32 -> 256-way output layer: ``benchmarks/conv_transpose.py``),
-  slower for the narrow middle layers, so it is opt-in per layer. Same values up to float
-  rounding.
+  The phases of :func:`conv_transpose_subpixel`, each computed by :func:`_phase_matmul`.
+  Autodiff of slices, concatenation and a dot gives matmul gradients (input: ``g @ Wᵀ``
+  then overlap-add; kernel: ``patchesᵀ g``). Faster on XLA:CPU than the convolution when
+  ``C_in`` is small and ``C_out`` large (the VAE's 32 -> 256-way output layer:
+  ``benchmarks/conv_transpose.py``), slower for the narrow middle layers, so it is opt-in
+  per layer. Same values up to float rounding.
   """
-  _check(x, w, stride, padding)
-  s, k = stride, w.shape[0]
-  n, h, wd, c = x.shape
-  out_h, out_w = output_size(h, k, s, padding), output_size(wd, k, s, padding)
-  if s == 1 or out_h <= 0 or out_w <= 0:
-    return conv_transpose_reference(x, w, stride, padding)
-  m = -(-k // s)
-  z = m * s - k
-  if z:
-    w = jnp.pad(w, ((z, 0), (z, 0), (0, 0), (0, 0)))
-  q_h, q_w = -(-out_h // s), -(-out_w // s)
-
-  def phase(r: int, size: int, q: int) -> tuple[int, tuple[int, int]]:
-    a, c_r = divmod(r + padding, s)
-    lo = m - 1 - a
-    return s - 1 - c_r, (lo, q + m - 1 - size - lo)
-
-  rows = []
-  for r_h in range(s):
-    tap_h, pad_h = phase(r_h, h, q_h)
-    cols = []
-    for r_w in range(s):
-      tap_w, pad_w = phase(r_w, wd, q_w)
-      xp = lax.pad(x, jnp.zeros((), x.dtype),
-                   [(0, 0, 0), (*pad_h, 0), (*pad_w, 0), (0, 0, 0)])
-      patches = jnp.concatenate([xp[:, i:i + q_h, j:j + q_w] for i in range(m) for j in range(m)],
-                                axis=-1)                       # (N, q_h, q_w, m*m*C_in)
-      cols.append(patches @ w[tap_h::s, tap_w::s].reshape(m * m * c, -1))
-    rows.append(jnp.stack(cols, axis=3))
-  y = jnp.stack(rows, axis=3).transpose(0, 1, 3, 2, 4, 5)
-  return y.reshape(n, q_h * s, q_w * s, y.shape[-1])[:, :out_h, :out_w]
+  return _subpixel(x, w, stride, padding, _phase_matmul)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

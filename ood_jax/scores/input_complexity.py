@@ -126,7 +126,6 @@ class InputComplexity(Scorer):
     if self.codec not in CODECS:
       raise InvalidInputError(f"input_complexity: codec must be one of {CODECS}, got {self.codec!r}.")
 
-
   def fit(self, model, variables, id_data=None) -> ScorerState:
     lp = jax.jit(log_prob_fn(model, self.k))
 

@@ -85,7 +85,6 @@ class LikelihoodRatio(Scorer):
   progress: bool = False
   name: str = "likelihood_ratio"
 
-
   def background_config(self) -> TrainConfig:
     cfg = self.train_config or DEFAULT_TRAIN
     return dataclasses.replace(cfg, weight_decay=2.0 * self.l2)

@@ -31,7 +31,6 @@ class NLL(Scorer):
   progress: bool = False
   name: str = "nll"
 
-
   def fit(self, model, variables, id_data=None) -> ScorerState:
     lp = log_prob_fn(model, self.k)
     fn = jax.jit(lambda v, x, rng: -lp(v, x, rng))

@@ -38,7 +38,6 @@ class TPerm(Scorer):
   progress: bool = False
   name: str = "t_perm"
 
-
   def _nll(self) -> NLL:
     return NLL(k=self.k, chunk_size=self.chunk_size, max_latents=self.max_latents,
                seed=self.seed + 1, progress=self.progress)

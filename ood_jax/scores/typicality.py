@@ -81,7 +81,6 @@ class Typicality(Scorer):
   progress: bool = False
   name: str = "typicality"
 
-
   def id_nll(self, model, variables, x: np.ndarray) -> np.ndarray:
     """Eval-mode NLL of ``x``, nats per image (the same estimator as the score)."""
     nll = NLL(k=self.k, chunk_size=self.chunk_size, max_latents=self.max_latents,
