@@ -1,8 +1,9 @@
 """Benchmark: train-step time of any model and preset, with the ConvVAE step as the yardstick.
 
-Times one jitted step of ``ood_jax.train.loop.make_train_step`` (the step training runs:
-Adam with the model's default warm-up/clipping settings, BatchNorm in train mode) at batch
-``--batch`` on FashionMNIST-shaped input (each model's input size from the registry: 28 x 28
+Times one jitted step of the library's own ``ood_jax.train.make_train_step`` with
+``ood_jax.train.optim.make_optimizer`` and ``ood_jax.train.state.create`` (the step
+``ood_jax.train.loop.train`` runs: Adam with the model's default warm-up/clipping settings,
+BatchNorm in train mode) at batch ``--batch`` on FashionMNIST-shaped input (each model's input size from the registry: 28 x 28
 x 1 for the flows and PixelCNN++, 32 x 32 x 1 for the VAE), interleaved round-robin so every
 model sees the same machine load (compile and warm-up excluded; median of ``--steps``
 rounds). Prints a markdown table with the ratio to the ``vae:cpu`` step. Weights are drawn
@@ -25,8 +26,8 @@ import numpy as np
 
 from ood_jax.models import make_model
 from ood_jax.models import registry
+from ood_jax.train import make_train_step
 from ood_jax.train.config import TrainConfig
-from ood_jax.train.loop import make_train_step
 from ood_jax.train.optim import make_optimizer
 from ood_jax.train.state import create
 
@@ -40,7 +41,9 @@ def _numpy_variables(model, x, seed: int = 0) -> dict:
     name = path[-1].key
     if name == "kernel":
       return jnp.asarray(rng.normal(0, 1 / math.sqrt(int(np.prod(s.shape[:-1]))), s.shape), s.dtype)
-    if name in ("scale", "var"):
+    if name == "perm":  # LU 1x1 convs (flow_constants): identity permutation
+      return jnp.eye(s.shape[0], dtype=s.dtype)
+    if name in ("scale", "var", "sign_s"):
       return jnp.ones(s.shape, s.dtype)
     return jnp.zeros(s.shape, s.dtype)
   return jax.tree_util.tree_map_with_path(fill, shapes)

@@ -71,6 +71,10 @@ class Registry:
       entry = self._entries[name] = resolve(entry)
     return entry
 
+  def items(self) -> list[tuple[str, Any]]:
+    """``(name, entry)`` pairs in registration order (entries imported)."""
+    return [(n, self.get(n)) for n in list(self._entries)]
+
   def lazy_path(self, name: str) -> str | None:
     """The ``"module:attr"`` path of a not-yet-imported entry, else None."""
     self.check(name)

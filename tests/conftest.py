@@ -55,3 +55,26 @@ def data_dir(tmp_path):
       np.savez(tmp_path / f"{name}_{split}.npz", **arrays)
       return tmp_path / f"{name}_{split}.npz"
   return _Dir()
+
+
+def toy_square_images(n: int = 96, size: int = 28, lo: int = 150, hi: int = 255,
+                      seed: int = 0) -> np.ndarray:
+  """The experiments' toy ID set: dark ``size x size`` images with a bright random square."""
+  x = np.zeros((n, size, size, 1), np.uint8)
+  a, b = size * 2 // 7, size * 5 // 7
+  x[:, a:b, a:b] = np.random.default_rng(seed).integers(lo, hi, (n, b - a, b - a, 1))
+  return x
+
+
+@pytest.fixture
+def toy_dir(tmp_path):
+  """``make(lo=150, hi=255, size=28, n_train=64, n_test=32) -> data dir`` holding
+  ``toy_train.npz`` / ``toy_test.npz`` of ``toy_square_images``."""
+  def make(lo=150, hi=255, size=28, n_train=64, n_test=32):
+    d = tmp_path / "data"
+    d.mkdir(exist_ok=True)
+    x = toy_square_images(n_train + n_test, size, lo, hi)
+    np.savez(d / "toy_train.npz", x=x[:n_train])
+    np.savez(d / "toy_test.npz", x=x[n_train:])
+    return d
+  return make

@@ -1,7 +1,13 @@
-"""Bijector layers of ood_jax.models.flows: invertibility, log-det vs jacfwd, masks, jit."""
+"""Bijector layers of ood_jax.models.flows: one bijection check over every layer class
+(invertibility, log-dets vs jacfwd, constancy), masks, layer formulas, intermediates, jit."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +16,7 @@ import pytest
 from ood_jax.errors import InvalidInputError, UnknownNameError
 from ood_jax.models import flows
 from ood_jax.models.flows import masks
+from ood_jax.models.flows.glow import GlowStep
 
 KEY = jax.random.PRNGKey(0)
 SHAPE = (2, 4, 4, 2)  # one shape everywhere: eager ops compile once
@@ -30,19 +37,39 @@ def _perturb(variables, seed=2, scale=0.3):
   return {**variables, "params": jax.tree.unflatten(treedef, noisy)}
 
 
-def _check_bijection(layer, variables, x, *, train=False, nontrivial=True):
-  """reverse(forward(x)) == x, reverse logdet == -logdet, logdet == log|det jacfwd| per sample.
+def _held(layer, variables, x):
+  """``variables`` with the running statistics set to ``x``'s batch statistics (layers built
+  with momentum 0: the train-mode update returns exactly those), so the eval-mode map is the
+  train-mode map with the statistics held fixed."""
+  if "batch_stats" not in variables:
+    return variables
+  _, state = layer.apply(variables, x, train=True, mutable=["batch_stats"])
+  return {**variables, **state}
 
-  The Jacobian of the whole (flattened) batch map must be block-diagonal over samples.
+
+def _check_bijection(layer, variables, x, *, train=False, nontrivial=True):
+  """inverse(forward(x)) == x, inverse logdet == -forward logdet, forward logdet ==
+  log|det jacfwd| of each sample's block, and no cross-sample Jacobian terms.
+
+  ``train=True``: the forward (batch statistics) is checked against the eval-mode map with
+  those statistics held fixed (``_held``); the inverse and the Jacobian are those of that map
+  (the train-mode batch map itself is not a bijection, see the BatchNorm tests).
   """
-  y, logdet = layer.apply(variables, x, train=train)
+  y, logdet = layer.apply(variables, x, train=train, method="forward_and_log_det")
   assert logdet.shape == (x.shape[0],) and logdet.dtype == jnp.float32
   assert y.dtype == jnp.float32 and y.size == x.size
-  x_back, logdet_back = layer.apply(variables, y, train=train, reverse=True)
+  if train:
+    variables = _held(layer, variables, x)
+    y_held, logdet_held = layer.apply(variables, x, train=False, method="forward_and_log_det")
+    np.testing.assert_allclose(y_held, y, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logdet_held, logdet, rtol=1e-5, atol=1e-4)
+  x_back, logdet_back = layer.apply(variables, y, method="inverse_and_log_det")
+  assert x_back.shape == x.shape and logdet_back.shape == logdet.shape
+  assert logdet_back.dtype == jnp.float32
   np.testing.assert_allclose(x_back, x, atol=1e-4)
   np.testing.assert_allclose(logdet_back, -logdet, rtol=1e-5, atol=1e-4)
   n, d = x.shape[0], x[0].size
-  batch_map = lambda flat: layer.apply(variables, flat.reshape(x.shape), train=train)[0].reshape(-1)
+  batch_map = lambda flat: layer.apply(variables, flat.reshape(x.shape), train=False)[0].reshape(-1)
   jac = np.asarray(jax.jit(jax.jacfwd(batch_map))(x.reshape(-1))).reshape(n, d, n, d)
   for i in range(n):
     sign, logabsdet = np.linalg.slogdet(jac[i, :, i, :].astype(np.float64))
@@ -55,6 +82,193 @@ def _check_bijection(layer, variables, x, *, train=False, nontrivial=True):
     assert float(jnp.max(jnp.abs(logdet))) > 0.05
     assert float(jnp.max(jnp.abs(y.reshape(-1) - x.reshape(-1)))) > 0.05
   return y, logdet
+
+
+# ------------------------------------------------------------------ every layer: one check
+
+
+def _resnet_coupling(**kw):
+  net = flows.ResNetSTNet(features=4, width=4, num_blocks=1, momentum=0.0)
+  return flows.AffineCoupling(mask="checkerboard", st_net=net, **kw)
+
+
+def _chain():
+  """A chain owned by a tiny wrapper (layers are the owner's modules, as in the models)."""
+  return _ChainOwner()
+
+
+class _ChainOwner(nn.Module):
+  """ActNorm -> affine coupling -> squeeze -> 1x1 conv as one ``Chain``."""
+
+  @nn.compact
+  def _chain(self):
+    return flows.Chain([flows.ActNorm(name="actnorm"),
+                        flows.AffineCoupling(mask="checkerboard", hidden=4, name="coupling"),
+                        flows.Squeeze(name="squeeze"), flows.InvConv1x1LU(name="invconv")])
+
+  def forward_and_log_det(self, x, train=False):
+    return self._chain().forward_and_log_det(x, train)
+
+  def inverse_and_log_det(self, y):
+    return self._chain().inverse_and_log_det(y)
+
+  @nn.nowrap
+  def constant_log_det(self, train):
+    return False  # the affine coupling
+
+  def __call__(self, x, train=False):
+    return self.forward_and_log_det(x, train)
+
+
+# (id, class covered, factory, input lower bound or None (normal), train modes)
+LAYER_CASES = [
+    ("actnorm", flows.ActNorm, flows.ActNorm, None, (False,)),
+    ("batchnorm", flows.BatchNormFlow, lambda: flows.BatchNormFlow(momentum=0.0), None,
+     (False, True)),
+    ("affine_checkerboard", flows.Coupling,
+     lambda: flows.AffineCoupling(mask="checkerboard", index=1, hidden=4), None, (False,)),
+    ("affine_channel", flows.Coupling,
+     lambda: flows.AffineCoupling(mask="channel", index=1, hidden=4), None, (False,)),
+    ("affine_resnet_bn", flows.Coupling, _resnet_coupling, None, (False, True)),
+    ("additive_cycle", flows.Coupling,
+     lambda: flows.AdditiveCoupling(mask="cycle", index=2, hidden=4), None, (False,)),
+    ("additive_channel", flows.Coupling,
+     lambda: flows.AdditiveCoupling(mask="channel", index=0, hidden=4), None, (False,)),
+    ("invconv", flows.InvConv1x1, flows.InvConv1x1, None, (False,)),
+    ("invconv_lu", flows.InvConv1x1LU, flows.InvConv1x1LU, None, (False,)),
+    ("squeeze", flows.Squeeze, flows.Squeeze, None, (False,)),
+    ("logit", flows.LogitTransform, flows.LogitTransform, 0.0, (False,)),
+    ("chain", flows.Chain, _chain, None, (False,)),
+    ("glow_step", GlowStep, lambda: GlowStep(hidden=4), None, (False,)),
+    ("glow_step_additive", GlowStep, lambda: GlowStep(hidden=4, additive=True, lu=False), None,
+     (False,)),
+]
+CASES = [pytest.param(make, low, train, id=f"{name}-{'train' if train else 'eval'}")
+         for name, _, make, low, modes in LAYER_CASES for train in modes]
+
+
+def _layer_setup(make, low, seed=3):
+  layer = make()
+  x = _x(SHAPE, low=low)
+  variables = layer.init(KEY, x, train=False)
+  if "params" in variables:
+    variables = _perturb(variables)
+  if "batch_stats" in variables:  # non-trivial running statistics
+    keys = iter(jax.random.split(jax.random.PRNGKey(seed), 64))
+    variables = {**variables, "batch_stats": jax.tree.map(
+        lambda s: jnp.exp(0.3 * jax.random.normal(next(keys), s.shape)) if s.ndim else s,
+        variables["batch_stats"])}
+  return layer, variables, x
+
+
+@pytest.mark.parametrize("make,low,train", CASES)
+def test_every_layer_is_a_bijection(make, low, train):
+  layer, variables, x = _layer_setup(make, low)
+  nontrivial = not isinstance(layer, flows.Squeeze) and not (
+      isinstance(layer, flows.Coupling) and layer.additive)
+  _check_bijection(layer, variables, x, train=train, nontrivial=nontrivial)
+
+
+@pytest.mark.parametrize("make,low,train", CASES)
+def test_constant_log_det_matches_numbers(make, low, train):
+  """Declared constant iff the log-det is the same for two different inputs (and samples)."""
+  layer, variables, x = _layer_setup(make, low)
+  x2 = _x(SHAPE, seed=7, low=low)
+  if low is None:
+    x2 = 1.7 * x2 + 0.3
+  fwd = lambda h: layer.apply(variables, h, train=train, method="forward_and_log_det")[1]
+  ld1, ld2 = np.asarray(fwd(x)), np.asarray(fwd(x2))
+  lds = np.concatenate([ld1, ld2])
+  if layer.constant_log_det(train):
+    np.testing.assert_allclose(lds, lds[0], rtol=1e-6, atol=1e-6)
+  else:
+    assert np.max(np.abs(lds - lds[0])) > 1e-3
+
+
+def _exported_layer_classes():
+  return {obj for obj in vars(flows).values()
+          if inspect.isclass(obj) and issubclass(obj, nn.Module)
+          and hasattr(obj, "forward_and_log_det")}
+
+
+def test_cases_cover_every_exported_layer():
+  """A new bijector layer cannot be added untested: the classes the cases cover are the
+  exported ones (plus GlowStep), and every public flow class with the methods is covered."""
+  covered = {cls for _, cls, *_ in LAYER_CASES}
+  assert covered - {GlowStep} == _exported_layer_classes()
+  public = {cls for cls in _flow_module_classes()
+            if hasattr(cls, "forward_and_log_det") and not cls.__name__.startswith("_")}
+  assert public <= covered, public - covered
+  assert {flows.ActNorm, flows.BatchNormFlow, flows.Chain, flows.Coupling, flows.InvConv1x1,
+          flows.InvConv1x1LU, flows.LogitTransform, flows.Squeeze} <= _exported_layer_classes()
+
+
+def _flow_module_classes():
+  """Every linen class defined in a module of ``ood_jax.models.flows``."""
+  found = set()
+  for info in pkgutil.iter_modules(flows.__path__):
+    mod = importlib.import_module(f"{flows.__name__}.{info.name}")
+    found |= {obj for obj in vars(mod).values()
+              if inspect.isclass(obj) and issubclass(obj, nn.Module)
+              and obj.__module__ == mod.__name__}
+  return found
+
+
+def test_no_reverse_parameter_anywhere():
+  classes = _flow_module_classes()
+  assert {flows.Glow, flows.RealNVP, GlowStep, flows.Chain} <= classes
+  for cls in classes:
+    for name, fn in inspect.getmembers(cls, inspect.isfunction):
+      if name.startswith("__") and name != "__call__":
+        continue
+      params = inspect.signature(fn).parameters
+      assert "reverse" not in params, f"{cls.__name__}.{name}"
+      if name == "inverse_and_log_det":
+        assert "train" not in params, f"{cls.__name__}.{name} runs in eval mode"
+
+
+def test_chain_composes_and_reports_constancy():
+  layer, variables, x = _layer_setup(_chain, None)
+  y, logdet = layer.apply(variables, x)
+  p = variables["params"]
+  h, want = x, 0.0
+  for name, sub in (("actnorm", flows.ActNorm()), ("coupling", flows.AffineCoupling(
+      mask="checkerboard", hidden=4)), ("squeeze", flows.Squeeze()),
+                    ("invconv", flows.InvConv1x1LU())):
+    v = {"params": p[name]} if name in p else {}
+    if name == "invconv":
+      v["flow_constants"] = variables["flow_constants"]["invconv"]
+    h, ld = sub.apply(v, h, train=False)
+    want = want + ld
+  np.testing.assert_allclose(y, h, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(logdet, want, rtol=1e-6)
+  assert set(variables["params"]) == {"actnorm", "coupling", "invconv"}  # no "chain" level
+  const = flows.Chain([flows.ActNorm(parent=None), flows.Squeeze(parent=None)], parent=None)
+  assert const.constant_log_det(True)
+  bn = flows.Chain([flows.ActNorm(parent=None), flows.BatchNormFlow(parent=None)], parent=None)
+  assert bn.constant_log_det(False) and not bn.constant_log_det(True)
+  affine = flows.Chain([flows.ActNorm(parent=None), flows.AffineCoupling(parent=None)],
+                       parent=None)
+  assert not affine.constant_log_det(False)
+
+
+def test_coupling_sows_intermediates():
+  x = _x(SHAPE)
+  for layer, s_shape in ((flows.AffineCoupling(mask="checkerboard", hidden=4), SHAPE),
+                         (flows.AdditiveCoupling(mask="channel", hidden=4), (2, 4, 4, 1))):
+    variables = _perturb(layer.init(KEY, x, train=False))
+    assert "intermediates" not in variables
+    (y, logdet), state = layer.apply(variables, x, mutable=["intermediates"])
+    sown = state["intermediates"]
+    assert set(sown) == {"x_in", "s", "t", "y_out"}
+    assert [sown[k][0].shape for k in ("x_in", "s", "t", "y_out")] == [
+        SHAPE, s_shape, s_shape, SHAPE]
+    np.testing.assert_array_equal(sown["x_in"][0], x)
+    np.testing.assert_array_equal(sown["y_out"][0], y)
+    np.testing.assert_allclose(jnp.sum(sown["s"][0], axis=(1, 2, 3)), logdet, rtol=1e-6)
+    y2, logdet2 = layer.apply(variables, x)  # not mutable: sow is a no-op
+    np.testing.assert_array_equal(y2, y)
+    np.testing.assert_array_equal(logdet2, logdet)
 
 
 # ------------------------------------------------------------------ masks
@@ -317,8 +531,12 @@ def test_batchnorm_running_stats_only_when_mutable():
                              0.9 + 0.1 * jnp.var(x, axis=(0, 1, 2)), rtol=1e-5)
   (_, _), state_eval = layer.apply(variables, x, train=False, mutable=["batch_stats"])
   np.testing.assert_array_equal(state_eval["batch_stats"]["mean"], 0.0)
-  with pytest.raises(InvalidInputError, match="train=False"):
-    layer.apply(variables, x, train=True, reverse=True)
+  # The inverse always uses the running statistics (and never updates them).
+  (x_back, _), state_inv = layer.apply(variables, x, method="inverse_and_log_det",
+                                       mutable=["batch_stats"])
+  np.testing.assert_allclose(x_back, x * jnp.exp(-variables["params"]["log_gamma"]) *
+                             jnp.sqrt(1.0 + 1e-5), rtol=1e-5)
+  np.testing.assert_array_equal(state_inv["batch_stats"]["mean"], 0.0)
 
 
 # ------------------------------------------------------------------ logit
@@ -351,7 +569,7 @@ def test_jit_matches_eager(make):
   variables = _perturb(layer.init(KEY, x, train=False)) if "params" in layer.init(
       KEY, x, train=False) else layer.init(KEY, x, train=False)
   fwd = jax.jit(lambda v, x: layer.apply(v, x, train=False))
-  rev = jax.jit(lambda v, y: layer.apply(v, y, train=False, reverse=True))
+  rev = jax.jit(lambda v, y: layer.apply(v, y, method="inverse_and_log_det"))
   y, logdet = fwd(variables, x)
   y_eager, logdet_eager = layer.apply(variables, x, train=False)
   np.testing.assert_allclose(y, y_eager, rtol=1e-5, atol=1e-5)

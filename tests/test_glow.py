@@ -1,6 +1,6 @@
-"""Glow and CV-Glow: whole-model inverse, density vs jacfwd, CV-Glow's constant volume,
-ActNorm data-dependent init, 1x1-conv parameter paths, likelihood parts, samples, presets and
-a short FashionMNIST run.
+"""Glow and CV-Glow: whole-model inverse, density vs jacfwd, CV-Glow's constant volume
+(property and numbers), ActNorm data-dependent init, 1x1-conv parameter paths, coupling
+intermediates, likelihood parts, samples, presets, the model specs and a short FashionMNIST run.
 
 Speed (XLA:CPU): tiny 8 x 8 models with ``rbg`` keys, variables drawn with numpy, and a few
 jitted functions that take the variables as an argument.
@@ -20,7 +20,7 @@ from ood_jax.data.pixels import LOG_256
 from ood_jax.errors import InvalidInputError, UnknownNameError
 from ood_jax.models import make_model
 from ood_jax.models.flows.flow_model import gaussian_log_density
-from ood_jax.models.flows.glow import make_cv_glow, make_glow
+from ood_jax.models.flows.glow import CV_GLOW_SPEC, GLOW_SPEC, Glow, make_cv_glow, make_glow
 
 SHAPE = (8, 8, 1)
 FMNIST = "/usr/share/datasets/fashion-mnist/"
@@ -122,6 +122,59 @@ def test_cv_glow_logdet_ignores_coupling_nets():
         want += size * (np.sum(np.log(np.abs(step["actnorm"]["scale"])))
                         + np.sum(step["invconv"]["log_s"]))
   np.testing.assert_allclose(logdet, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("make", [make_glow, make_cv_glow], ids=["glow", "cv_glow"])
+def test_constant_volume_property_and_numbers(make):
+  """``constant_volume`` (from the layers' declarations) is True iff additive, and the
+  log|det| of ``log_prob_parts`` is then identical for different inputs and dequantisations."""
+  model = make("smoke", SHAPE)
+  assert model.constant_volume is model.additive
+  variables = _init(model, _images(2))
+  f = jax.jit(lambda v, x, key: model.apply(v, x, method="log_prob_parts", rngs={"sample": key}))
+  _, ld_a = f(variables, _images(2, seed=1), _key(1))
+  _, ld_b = f(variables, _images(2, seed=2), _key(2))
+  lds = np.concatenate([ld_a, ld_b])
+  if model.constant_volume:
+    np.testing.assert_allclose(lds, lds[0], rtol=1e-6)
+  else:
+    assert np.max(np.abs(lds - lds[0])) > 1e-3
+
+
+def test_coupling_intermediates():
+  model = make_glow("smoke", SHAPE)
+  x = _images(2)
+  variables = _init(model, x)
+  key = _key(8)
+  f = jax.jit(lambda v, x: model.apply(v, x, train=False, method="log_prob_parts",
+                                       mutable=["intermediates"], rngs={"sample": key}))
+  (_, logdet), state = f(variables, x)
+  sown = state["intermediates"]
+  # level 0: 4 x 4 x 4 after the squeeze; level 1: 2 x 2 x 8 (2 of level 0's 4 kept, squeezed)
+  for level, shape in (("level_0", (2, 4, 4, 4)), ("level_1", (2, 2, 2, 8))):
+    assert set(sown[level]) == {"step0", "step1"}
+    for step in sown[level].values():
+      got = step["coupling"]
+      half = (*shape[:3], shape[3] // 2)
+      assert [got[k][0].shape for k in ("x_in", "s", "t", "y_out")] == [shape, half, half, shape]
+  lp = jax.jit(lambda v, x: model.apply(v, x, method="log_prob_parts", rngs={"sample": key}))
+  np.testing.assert_array_equal(lp(variables, x)[1], logdet)
+
+
+def test_specs():
+  for spec, additive in ((GLOW_SPEC, False), (CV_GLOW_SPEC, True)):
+    assert spec.module is Glow and dict(spec.defaults) == {"additive": additive}
+    assert spec.rose_layers == ("*invconv*",) and not spec.has_batchnorm
+    assert dict(spec.train_defaults) == dict(warmup_steps=200, clip_grad_norm=100.0)
+    assert spec.budgets == {"cpu": {"epochs": 1}} and spec.about
+    assert set(spec.presets) == {"smoke", "cpu", "paper"}
+    make = make_cv_glow if additive else make_glow
+    for preset in spec.presets:
+      for shape in ((28, 28, 1), (32, 32, 3)):
+        generic = spec.module(image_shape=shape, **{**spec.defaults,
+                                                    **spec.presets[preset][shape[-1]]})
+        assert generic == make(preset, shape)
+  assert (GLOW_SPEC.name, CV_GLOW_SPEC.name) == ("glow", "cv_glow")
 
 
 def test_actnorm_data_dependent_init_and_train_flag():

@@ -211,7 +211,8 @@ def test_eval_mode_never_updates_running_stats(grey8):
 
 def test_weight_norm_variant_and_dropout():
   model = make_model("pixelcnnpp", "smoke", (8, 8, 1), norm="weight")
-  assert model.dropout == 0.5
+  assert model.dropout is None and model.dropout_rate == 0.5    # the original's default
+  assert make_model("pixelcnnpp", "smoke", (8, 8, 1), norm="weight", dropout=0.1).dropout_rate == 0.1
   x = _images(2, (8, 8, 1))
   v = _init(model, x)
   assert "batch_stats" not in v
@@ -226,8 +227,8 @@ def test_weight_norm_variant_and_dropout():
 def test_presets_and_invalid_inputs(grey8):
   model, v, _ = grey8
   paper = make_model("pixelcnnpp", "paper", (32, 32, 3))
-  assert (paper.num_filters, paper.num_resnet, paper.num_mix, paper.norm, paper.dropout) == (
-      80, 5, 10, "batch", 0.0)
+  assert (paper.num_filters, paper.num_resnet, paper.num_mix, paper.norm,
+          paper.dropout_rate) == (80, 5, 10, "batch", 0.0)
   assert paper.num_params == 100 and make_model("pixelcnnpp", "cpu", (28, 28, 1)).num_params == 15
   with pytest.raises(InvalidInputError, match="divisible by 4"):
     make_model("pixelcnnpp", "smoke", (30, 30, 1))

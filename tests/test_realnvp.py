@@ -1,5 +1,6 @@
 """RealNVP: whole-model inverse, log-det vs jacfwd (both BatchNorm modes), BatchNorm
-semantics, likelihood parts, samples, masks, presets and a short FashionMNIST run.
+semantics, likelihood parts, coupling intermediates, samples, masks, presets, the model spec
+and a short FashionMNIST run.
 
 Speed (XLA:CPU): one tiny 8 x 8 x 1 model with ``rbg`` keys; every repeated call is one of a
 few jitted functions that take the variables as an argument (compiled once each).
@@ -19,7 +20,7 @@ from ood_jax.data.pixels import LOG_256
 from ood_jax.errors import InvalidInputError, UnknownNameError
 from ood_jax.models import make_model
 from ood_jax.models.flows.flow_model import gaussian_log_density
-from ood_jax.models.flows.realnvp import make_realnvp
+from ood_jax.models.flows.realnvp import SPEC, RealNVP, make_realnvp
 
 SHAPE = (8, 8, 1)
 FMNIST = "/usr/share/datasets/fashion-mnist/"
@@ -208,6 +209,47 @@ def test_bottleneck_and_presets():
   assert (m.num_scales, m.num_blocks, m.channels) == (2, 4, 32)
   m = make_model("realnvp", "paper", (32, 32, 3))
   assert (m.num_scales, m.num_blocks, m.channels) == (2, 8, 64)
+
+
+def test_coupling_intermediates_and_volume():
+  """``log_prob_parts`` with ``mutable=['intermediates']`` returns every coupling's input,
+  s, t and output; without it nothing changes. RealNVP's volume is not constant."""
+  model, variables, x = _setup()
+  key = _key(8)
+  f = jax.jit(lambda v, x: (
+      model.apply(v, x, train=False, method="log_prob_parts", mutable=["intermediates"],
+                  rngs={"sample": key}),
+      model.apply(v, x, train=False, method="log_prob_parts", rngs={"sample": key})))
+  ((log_pz, logdet), state), (log_pz0, logdet0) = f(variables, x)
+  np.testing.assert_array_equal(log_pz, log_pz0)
+  np.testing.assert_array_equal(logdet, logdet0)
+  sown = state["intermediates"]
+  assert set(sown) == {"scales_0", "scales_1"}
+  want = {("scales_0", "coupling0"): ((2, 8, 8, 1), (2, 8, 8, 1)),       # checkerboard
+          ("scales_0", "channel_coupling2"): ((2, 4, 4, 4), (2, 4, 4, 2)),  # channel halves
+          ("scales_1", "coupling3"): ((2, 4, 4, 2), (2, 4, 4, 2))}
+  for (scale, coupling), (shape, st_shape) in want.items():
+    got = sown[scale][coupling]
+    assert set(got) == {"x_in", "s", "t", "y_out"}
+    assert [got[k][0].shape for k in ("x_in", "s", "t", "y_out")] == [
+        shape, st_shape, st_shape, shape]
+    assert float(jnp.max(jnp.abs(got["s"][0]))) > 0.0
+  assert len(sown["scales_0"]) == 6 and len(sown["scales_1"]) == 4  # couplings only
+  assert model.constant_volume is False
+  assert abs(float(logdet[0] - logdet[1])) > 1e-3
+
+
+def test_spec():
+  assert SPEC.name == "realnvp" and SPEC.module is RealNVP
+  assert set(SPEC.presets) == {"smoke", "cpu", "paper", "kirichenko"}
+  assert dict(SPEC.train_defaults) == dict(warmup_steps=200, clip_grad_norm=100.0)
+  assert SPEC.budgets == {"cpu": {"epochs": 1}}
+  assert SPEC.rose_layers is None and SPEC.has_batchnorm and SPEC.about
+  for preset in SPEC.presets:
+    for shape in ((28, 28, 1), (32, 32, 3)):
+      generic = SPEC.module(image_shape=shape, **{**SPEC.defaults,
+                                                  **SPEC.presets[preset][shape[-1]]})
+      assert generic == make_realnvp(preset, shape)
 
 
 def test_errors():

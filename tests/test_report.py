@@ -123,3 +123,46 @@ def test_malformed_rows_and_samples_rejected(tmp_path):
   with pytest.raises(InvalidInputError, match="noise.*1 NaN"):
     report.write_report(tmp_path, **kw)
   assert os.listdir(tmp_path) == []
+
+
+def _draw(path):
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=(2, 2))
+  fig.add_subplot().plot([0, 1], [1, 0])
+  FigureCanvasAgg(fig)
+  fig.savefig(path, format="png")
+
+
+def test_one_writer_for_every_experiment_result(tmp_path):
+  """An experiment's Result: custom results, markdown sections, extra JSON and figures."""
+  out = tmp_path / "run"
+  res = report.Result(title="Custom", meta={"a": 1}, results=[{"set": "x", "bpd": 3.2}],
+                      sections=["## My table\n\n| a |\n|---|\n| 1 |"],
+                      json_files={"summary.json": {"m": np.float64(0.5)}},
+                      figures={"fig_curve.png": _draw})
+  files = report.write(out, "python -m x", res)
+  assert set(files) == {"report.md", "results.json", "meta.json", "summary.json", "fig_curve.png"}
+  assert json.loads((out / "results.json").read_text()) == [{"set": "x", "bpd": 3.2}]
+  assert json.loads((out / "summary.json").read_text()) == {"m": 0.5}
+  md = (out / "report.md").read_text()
+  assert "## My table" in md and "![fig_curve.png](fig_curve.png)" in md
+  assert "AUROC / AUPRC-out" not in md                      # no metric rows, no metric tables
+  with pytest.raises(InvalidInputError, match="reserved"):
+    report.write(out, "x", report.Result(title="t", meta={}, results=[], json_files={"meta.json": 1}))
+
+
+def test_a_failed_rewrite_keeps_no_stale_report(tmp_path, monkeypatch):
+  """A rewrite that dies while moving files in never leaves the old report.md beside new
+  files: report.md is removed first and moved in last."""
+  out = tmp_path / "run"
+  report.write_report(out, **_inputs())
+  real = os.replace
+  def dying(src, dst):
+    if dst.endswith("meta.json"):
+      raise OSError("disk full")
+    return real(src, dst)
+  monkeypatch.setattr(report.os, "replace", dying)
+  with pytest.raises(OSError):
+    report.write_report(out, **_inputs())
+  assert not (out / "report.md").exists()

@@ -203,7 +203,7 @@ def test_scorer_protocol(vae, fisher_kind):
   x_id = _id_images(72)
   noise = np.random.default_rng(5).integers(0, 256, (16, 32, 32, 1), dtype=np.uint8)
   sc = get_scorer("rose", fisher=fisher_kind, n_fisher=32, n_norm=24, seed=1,
-                  k=3, train_config=None)            # unknown kwargs ignored, as experiments pass
+                  context={"k": 3, "train_config": None})   # shared values rose lacks: ignored
   state = sc.fit(vae["model"], vae["v"], x_id[:56])
   s_id = sc.score(state, x_id[56:])
   s_ood = sc.score(state, noise)

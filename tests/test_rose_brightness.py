@@ -10,14 +10,8 @@ from ood_jax.experiments import rose_brightness
 
 
 @pytest.fixture
-def data_dir(tmp_path):
-  d = tmp_path / "data"
-  d.mkdir()
-  x = np.zeros((96, 28, 28, 1), np.uint8)
-  x[:, 8:20, 8:20] = np.random.default_rng(0).integers(60, 120, (96, 12, 12, 1))
-  np.savez(d / "toy_train.npz", x=x[:64])
-  np.savez(d / "toy_test.npz", x=x[64:])
-  return str(d)
+def data_dir(toy_dir):
+  return str(toy_dir(lo=60, hi=120))
 
 
 def test_brightness_end_to_end(data_dir, tmp_path):

@@ -1,12 +1,16 @@
 """Scorer protocol: chunking, single compilation, validation, registry."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ood_jax.errors import InvalidInputError, UnknownNameError
-from ood_jax.scores import NLL, get_scorer
+import ood_jax.scores
+from ood_jax.scores import (NLL, SCORERS, Scorer, get_scorer, known_scores, register_scorer,
+                            scorer_class, scorer_fields)
 from ood_jax.scores.base import ScorerState
 from ood_jax.train import init_variables
 from toy_models import ToyBN
@@ -76,10 +80,65 @@ def test_bad_inputs_are_rejected():
 
 
 def test_registry():
-  assert isinstance(get_scorer("nll", k=3, unrelated=1), NLL)
   assert get_scorer("nll", k=3).k == 3
   with pytest.raises(UnknownNameError, match="known scores: .*nll"):
     get_scorer("nope")
+  assert "nll" in known_scores() and "rose" in known_scores()
+  assert scorer_fields("nll") == {"seed": 0, "progress": False, "chunk_size": 256, "k": 16,
+                                  "max_latents": 2560}
+
+
+def test_settings_are_strict_and_context_is_lenient():
+  # A misspelt or mistyped setting is one error naming the valid fields.
+  with pytest.raises(InvalidInputError,
+                     match=r"(?s)unknown field 'fishr'; valid fields:.*fisher: str = 'ekfac'"):
+    get_scorer("rose", fishr="diag")
+  with pytest.raises(InvalidInputError, match="'n_fisher' takes int"):
+    get_scorer("rose", n_fisher="10")
+  with pytest.raises(InvalidInputError, match="unknown field 'unrelated'"):
+    get_scorer("nll", k=3, unrelated=1)
+  with pytest.raises(InvalidInputError, match="unknown field 'name'"):
+    get_scorer("nll", name="other")
+  # Context: only the fields a scorer has; settings win over context.
+  ctx = {"k": 5, "seed": 3, "progress": False, "train_config": None, "ckpt_dir": "/tmp/x"}
+  nll = get_scorer("nll", context=ctx)
+  assert isinstance(nll, NLL) and (nll.k, nll.seed) == (5, 3)
+  assert get_scorer("nll", context=ctx, k=7).k == 7
+  rose = get_scorer("rose", context=ctx, fisher="diag")
+  assert (rose.fisher, rose.seed, rose.name) == ("diag", 3, "rose")
+
+
+def test_scorers_are_dataclasses_on_one_base_with_documented_fields():
+  for name in known_scores():
+    cls = scorer_class(name)
+    assert issubclass(cls, Scorer) and dataclasses.is_dataclass(cls), name
+    assert cls().name == name
+    assert getattr(ood_jax.scores, cls.__name__) is cls
+    fields = [f.name for f in dataclasses.fields(cls)]
+    assert fields[:4] == ["name", "seed", "progress", "chunk_size"], name
+    doc = cls.__doc__ or ""
+    assert "Attributes:" in doc, name
+    for f in fields:
+      assert f"\n    {f}: " in doc, (name, f)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+      cls().seed = 1
+  assert ood_jax.scores.Rose().chunk_size == 128
+  with pytest.raises(AttributeError):
+    ood_jax.scores.NoSuchScorer  # pylint: disable=pointless-statement
+
+
+def test_register_scorer():
+  @dataclasses.dataclass(frozen=True)
+  class Half(NLL):
+    name: str = "half"
+
+  register_scorer("half", Half)
+  try:
+    assert isinstance(get_scorer("half", k=2), Half) and "half" in known_scores()
+  finally:
+    SCORERS._entries.pop("half")  # pylint: disable=protected-access
+  with pytest.raises(InvalidInputError, match="register_scorer"):
+    register_scorer("bad", object)
 
 
 def test_nll_chunk_bounds_latents():

@@ -10,15 +10,10 @@ from ood_jax.experiments import table2
 
 
 @pytest.fixture
-def data_dir(tmp_path):
-  d = tmp_path / "data"
-  d.mkdir()
-  rng = np.random.default_rng(0)
+def data_dir(toy_dir):
   # "toy" in-distribution: dark images with a bright square; OOD "other": bright noise
-  x = np.zeros((96, 28, 28, 1), np.uint8)
-  x[:, 8:20, 8:20] = rng.integers(150, 255, (96, 12, 12, 1))
-  np.savez(d / "toy_train.npz", x=x[:64])
-  np.savez(d / "toy_test.npz", x=x[64:])
+  d = toy_dir()
+  rng = np.random.default_rng(0)
   np.savez(d / "other_test.npz", x=rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8))
   np.savez(d / "floaty_test.npz", x=rng.random((8, 28, 28, 1)).astype(np.float32))
   return str(d)

@@ -1,5 +1,6 @@
 """Training loop: determinism, exact resume, checkpoint errors, NaN guard, schedules."""
 
+import dataclasses
 import os
 
 import jax
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from ood_jax.errors import CheckpointError, InvalidInputError, TrainingDivergedError
-from ood_jax.train import TrainConfig, train
+from ood_jax.train import TrainConfig, checkpoint, train
 from ood_jax.train.optim import learning_rate_schedule
 from toy_models import Exploding, ToyBN
 
@@ -64,6 +65,36 @@ def test_checkpoint_for_other_config_is_rejected(tmp_path):
     train(ToyBN(width=16), x, CFG, ck, progress=False)
   with pytest.raises(CheckpointError, match="learning_rate"):
     train(ToyBN(), x, TrainConfig(**{**CFG.__dict__, "learning_rate": 0.5}), ck, progress=False)
+
+
+def test_resume_with_decay_steps_tuple_meta(tmp_path):
+  """decay_steps is a tuple in the config and a list in the JSON meta: resume still works."""
+  x = _data()
+  cfg = dataclasses.replace(CFG, decay_steps=(2, 5), optimizer="rmsprop")
+  ck = str(tmp_path / "ck")
+  full = train(ToyBN(), x, cfg, progress=False)
+  train(ToyBN(), x, cfg, ck, progress=False, stop_after=5)
+  resumed = train(ToyBN(), x, cfg, ck, progress=False)
+  assert resumed.resumed_from == 3 and resumed.step == 7
+  _leaves_equal(full.variables, resumed.variables)
+
+
+def test_checkpoint_without_newer_config_fields_restores(tmp_path):
+  """A checkpoint whose meta predates a TrainConfig field (optimizer, decay_steps, ...) was
+  trained as the field's default does: it restores into the default, not into another."""
+  mngr = checkpoint.manager(str(tmp_path / "ck"))
+  state = {"w": np.arange(3, dtype=np.float32)}
+  meta = lambda cfg: {"model": "toy", "config": dataclasses.asdict(cfg), "n_train": 8}
+  old = meta(CFG)
+  for k in ("optimizer", "decay_steps", "decay_factor", "eps", "rmsprop_alpha"):
+    del old["config"][k]
+  checkpoint.save(mngr, 1, state, old)
+  step, restored = checkpoint.restore(mngr, state, meta(CFG))
+  assert step == 1
+  np.testing.assert_array_equal(restored["w"], state["w"])
+  with pytest.raises(CheckpointError, match="optimizer"):
+    checkpoint.restore(mngr, state, meta(dataclasses.replace(CFG, optimizer="adamax")))
+  mngr.close()
 
 
 def test_corrupt_checkpoint_gives_clear_error(tmp_path):

@@ -178,6 +178,51 @@ def test_batchnorm_modes(tiny):
     jax.eval_shape(lambda: model.apply(v, x, rngs=rngs, train=True))
 
 
+def test_batchnorm_modes_per_part(tiny):
+  """``train={'encoder': True, 'decoder': False}``: encoder BatchNorm on batch statistics,
+  decoder on running ones (Chen et al.'s encoder adaptation) = the hand composition."""
+  model, x, _, v, _ = tiny
+  key = _key(5)
+  mixed = {"encoder": True, "decoder": False}
+
+  @jax.jit
+  def lp(vv):
+    return {name: model.apply(vv, x, train=t, k=1, method="log_prob", rngs={"sample": key},
+                              mutable=["batch_stats"])[0]
+            for name, t in (("mixed", mixed), ("train", True), ("eval", False))}
+
+  def hand(m, xx):        # log_prob with k = 1: encoder in train mode, decoder in eval mode
+    eps = jax.random.normal(m.make_rng("sample"), (xx.shape[0], 1, m.latent_dim))[:, 0]
+    mu, logvar = m.encode(xx, True)
+    z = mu + jnp.exp(0.5 * logvar) * eps
+    log_ratio = jnp.sum(0.5 * eps ** 2 - 0.5 * z ** 2 + 0.5 * logvar, axis=-1)
+    return m.decoder_log_prob(z, xx, False) + log_ratio
+
+  out = lp(v)
+  ref, _ = jax.jit(lambda vv: model.apply(vv, x, method=hand, rngs={"sample": key},
+                                          mutable=["batch_stats"]))(v)
+  np.testing.assert_allclose(np.asarray(out["mixed"]), np.asarray(ref), rtol=1e-5)
+  for other in ("train", "eval"):
+    assert float(jnp.max(jnp.abs(out["mixed"] - out[other]))) > 1e-2, other
+  # The same per-part mode reaches every method (here the training objective).
+  neg, _ = jax.jit(lambda vv: model.apply(vv, x, train=mixed, rngs={"sample": key},
+                                          mutable=["batch_stats"]))(v)
+  assert neg.shape == (x.shape[0],) and bool(jnp.all(jnp.isfinite(neg)))
+
+
+def test_sample_temperature(tiny):
+  """T scales the prior latent: T = 0 decodes z = 0 (pixels still drawn from p(x|z))."""
+  model, _, _, v, _ = tiny
+  rng = _key(7)
+  s0 = jax.jit(lambda vv, t: model.apply(vv, rng, 4, t, method="sample"))
+  ref = jax.jit(lambda vv: model.apply(
+      vv, method=lambda m: m.lik.sample(jax.random.split(rng)[1],
+                                        m.decode(jnp.zeros((4, m.latent_dim)), False))))(v)
+  np.testing.assert_array_equal(np.asarray(s0(v, 0.0)), np.asarray(ref))
+  a, b = np.asarray(s0(v, 1.0)), np.asarray(s0(v, 0.0))
+  assert a.shape == (4, 32, 32, 1) and a.dtype == np.uint8 and np.any(a != b)
+
+
 def test_training_decreases_loss_and_jit(tiny):
   model, x, _, v, losses = tiny
   assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses

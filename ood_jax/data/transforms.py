@@ -26,7 +26,8 @@ import numpy as np
 from PIL import Image
 
 from ood_jax.data.pixels import validate_images
-from ood_jax.errors import InvalidInputError, UnknownNameError
+from ood_jax.errors import InvalidInputError
+from ood_jax.registry import choose
 
 TRANSFORMS = ("rotation", "brightness", "grayscale", "rgb", "resize")
 
@@ -57,10 +58,7 @@ def parse_transform(text: str) -> tuple[str, float | int | None]:
   name, sep, arg = text.strip().partition(":")
   name = name.strip().lower()
   arg = arg.strip()
-  if name not in TRANSFORMS:
-    raise UnknownNameError(
-        f"Unknown transform {text!r}. Known transforms: {', '.join(TRANSFORMS)}"
-        " (brightness and resize take an argument: 'brightness:0.2', 'resize:32').")
+  choose("transform", name, TRANSFORMS)
   if name not in _ARG_TRANSFORMS:
     if sep:
       raise InvalidInputError(f"Transform {name!r} takes no argument, got {text!r}.")
@@ -214,18 +212,18 @@ def to_rgb(x: np.ndarray) -> np.ndarray:
   return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
 
 
+# name -> (x, arg, rng) -> x'
+_APPLY: dict[str, Callable] = {
+    "rotation": lambda x, _, rng: rotate(x, rotation_angles(x.shape[0], rng)),
+    "brightness": lambda x, f, _: brightness(x, f),
+    "grayscale": lambda x, _, __: to_grayscale(x),
+    "rgb": lambda x, _, __: to_rgb(x),
+    "resize": lambda x, s, _: resize(x, s),
+}
+
+
 def _apply_one(x: np.ndarray, name: str, arg, rng: np.random.Generator) -> np.ndarray:
-  if name == "rotation":
-    return rotate(x, rotation_angles(x.shape[0], rng))
-  if name == "brightness":
-    return brightness(x, arg)
-  if name == "grayscale":
-    return to_grayscale(x)
-  if name == "rgb":
-    return to_rgb(x)
-  if name == "resize":
-    return resize(x, arg)
-  raise UnknownNameError(f"Unknown transform {name!r}. Known transforms: {', '.join(TRANSFORMS)}.")
+  return _APPLY[choose("transform", name, TRANSFORMS)](x, arg, rng)
 
 
 def apply_transforms(x: np.ndarray, names: list[str] | str, seed: int) -> np.ndarray:

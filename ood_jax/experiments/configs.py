@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ood_jax.errors import UnknownNameError
+from ood_jax.registry import choose
 from ood_jax.train import TrainConfig
 
 
@@ -27,7 +27,7 @@ class Preset:
   n_train: int | None           # None = the whole training split
   n_eval: int | None            # images per evaluation set; None = all
   k: int                        # importance samples for IWAE likelihoods
-  # Per-score field overrides, {score name: {field: value}} (see ``pipeline.score_all``).
+  # Per-score field overrides, {score name: {field: value}} (under --score-args; ``Run.scorer``).
   score_settings: dict = dataclasses.field(default_factory=dict)
 
 
@@ -54,16 +54,7 @@ PRESETS = {
 }
 
 
-# Training budgets per (model preset, model) that replace the preset's: on the 2-core CPU a
-# RealNVP / Glow step costs about one VAE step and a PixelCNN++ step about two, so the
-# ``cpu`` preset trains them for 1 and 0.5 epochs (see experiments/results/models_cpu.md).
-MODEL_BUDGETS: dict[str, dict[str, dict]] = {
-    "cpu": {"realnvp": dict(epochs=1), "glow": dict(epochs=1), "cv_glow": dict(epochs=1),
-            "pixelcnnpp": dict(epochs=0.5)},
-}
-
-
 def get_preset(name: str) -> Preset:
-  if name not in PRESETS:
-    raise UnknownNameError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}.")
-  return PRESETS[name]
+  """The experiment preset ``name``; per-model training budgets under it live in each
+  model's spec (``ModelSpec.budgets``)."""
+  return PRESETS[choose("preset", name, PRESETS)]

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import re
 import time
 
 import numpy as np
@@ -17,14 +15,9 @@ import numpy as np
 from ood_jax import data, metrics
 from ood_jax.data import ImageSet
 from ood_jax.errors import InvalidInputError
-from ood_jax.experiments import configs
+from ood_jax.experiments.run import split_list  # noqa: F401  (re-exported)
 from ood_jax.models import registry as model_registry
-from ood_jax.scores import get_scorer
 from ood_jax.train import TrainConfig, TrainResult, train
-
-
-def split_list(arg: str | None) -> list[str]:
-  return [s.strip() for s in (arg or "").split(",") if s.strip()]
 
 
 def ood_spec(name: str, id_name: str) -> str:
@@ -89,70 +82,97 @@ def data_sources(sets: Sets) -> dict[str, str]:
           **{n: s.source for n, s in sets.ood.items()}}
 
 
-def slug(*parts) -> str:
-  return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(str(p) for p in parts))
-
-
-def model_train_config(model_name: str, config: TrainConfig,
-                       model_preset: str | None = None) -> TrainConfig:
-  """The experiment's TrainConfig for one model: the model's own defaults (flows: warm-up,
-  clipping) where the experiment leaves them off, then the model's training budget under
-  ``model_preset`` (``configs.MODEL_BUDGETS``: slower models train shorter on a CPU)."""
-  base = TrainConfig()
-  fill = {k: v for k, v in model_registry.train_defaults(model_name).items()
-          if getattr(config, k) == getattr(base, k)}
-  fill.update(configs.MODEL_BUDGETS.get(model_preset, {}).get(model_name, {}))
-  return dataclasses.replace(config, **fill)
-
-
-def ckpt_root(ckpt_dir: str | None, out: str | None) -> str:
-  """The trained-model cache: ``--ckpt-dir``; else ``<out>/checkpoints`` when ``--out`` is
-  given; else ``runs/checkpoints``, shared by every experiment run with default paths."""
-  if ckpt_dir:
-    return ckpt_dir
-  return os.path.join(out, "checkpoints") if out else os.path.join("runs", "checkpoints")
-
-
-def checkpoint_dir(ckpt_root: str, train_name: str, model_name: str, model_preset: str,
-                   seed: int) -> str:
-  """Where a trained model is cached: one directory per (ID set, model, preset, seed)."""
-  return os.path.join(ckpt_root, slug(train_name, model_name, model_preset, f"seed{seed}"))
-
-
-def train_or_load(model_name: str, model_preset: str, sets: Sets, config: TrainConfig,
-                  ckpt_root: str, *, progress: bool) -> tuple[object, TrainResult]:
-  """Trains ``model_name`` on the ID training set, or loads its finished checkpoint."""
-  model = model_registry.make_model(model_name, model_preset, sets.hwc)
-  config = model_train_config(model_name, config, model_preset)
-  ckpt = checkpoint_dir(ckpt_root, sets.train.name, model_name, model_preset, config.seed)
-  result = train(model, sets.train.x, config, ckpt, progress=progress,
-                 desc=f"train {model_name} on {sets.train.name}")
-  return model, result
-
-
-def score_all(model, variables, score_names: list[str], sets: Sets, *, k: int, seed: int,
-              progress: bool, ckpt_dir: str | None = None,
-              train_config: TrainConfig | None = None,
-              score_settings: dict[str, dict] | None = None) -> dict[str, dict[str, np.ndarray]]:
-  """``{score: {'__id__': s_id, ood_name: s_ood, ...}}`` for one trained model.
-
-  Scorers that train models of their own (``waic``'s ensemble, ``likelihood_ratio``'s
-  background model) cache them under ``ckpt_dir`` and train with ``train_config``.
-  ``score_settings[name]`` overrides scorer ``name``'s fields (a preset's
-  ``score_settings``, e.g. fewer Monte-Carlo rounds on a CPU).
-  """
+def sets_for(run, models=None, oods=None, n_eval=None) -> dict[str, Sets]:
+  """``{model: sets conformed to its input shape}`` for ``models`` (default the run's) and
+  ``oods`` (default the run's); the sets are loaded once per distinct input shape (the flows
+  and PixelCNN++ take 28 x 28 FashionMNIST, the VAE 32 x 32), so one table can hold models of
+  different input sizes."""
+  models = list(run.models if models is None else models)
+  oods = list(run.oods if oods is None else oods)
+  n_eval = run.n_eval if n_eval is None else n_eval
+  id_hwc = tuple(data.load(run.id, "train", data_dir=run.data_dir, n=1, seed=run.seed).x.shape[1:])
+  groups: dict[tuple, list[str]] = {}
+  for m in models:
+    groups.setdefault(model_registry.input_shape(m, id_hwc), []).append(m)
   out = {}
-  for name in score_names:
-    kwargs = dict(k=k, seed=seed, progress=progress, train_config=train_config,
-                  ckpt_dir=None if ckpt_dir is None else os.path.join(ckpt_dir, name))
-    kwargs.update((score_settings or {}).get(name, {}))
-    scorer = get_scorer(name, **kwargs)
-    state = scorer.fit(model, variables, sets.train.x)
+  for group in groups.values():
+    sets = load_sets(run.id, oods, group, data_dir=run.data_dir, n_train=run.n_train,
+                     n_eval=n_eval, seed=run.seed)
+    out.update({m: sets for m in group})
+  return out
+
+
+def shapes_meta(sets: dict[str, Sets]) -> dict:
+  """``{'input_shape': ...}`` for ``meta.json``: one shape, or ``{model: shape}`` if several."""
+  shapes = {m: list(v.hwc) for m, v in sets.items()}
+  distinct = {tuple(v) for v in shapes.values()}
+  return {"input_shape": list(distinct.pop()) if len(distinct) == 1 else shapes}
+
+
+@dataclasses.dataclass
+class Trained:
+  """A model trained (or loaded) for a run: the module, its training result and cache."""
+  name: str
+  model: object
+  result: TrainResult
+  config: TrainConfig
+  ckpt_dir: str
+
+  @property
+  def variables(self):
+    return self.result.variables
+
+  @property
+  def scores_ckpt_dir(self) -> str:
+    """Where scorers that train models of their own cache them: beside the model's checkpoint."""
+    return self.ckpt_dir + "_scores"
+
+  def meta(self) -> dict:
+    r = self.result
+    return {"train_steps": r.step, "resumed_from": r.resumed_from,
+            "train_seconds_this_run": round(r.seconds, 1), "checkpoint": self.ckpt_dir,
+            "final_train_loss_nats": r.history[-1]["loss"] if r.history else None}
+
+
+def train_or_load(run, name: str, sets: Sets) -> Trained:
+  """Trains model ``name`` on the ID training set with the run's config, or loads its
+  finished checkpoint from the run's cache (one directory per weight-changing setting)."""
+  model = run.make_model(name, sets.hwc)
+  config = run.train_configs[name]
+  ckpt = run.checkpoint_dir(name, model, sets.train, config)
+  result = train(model, sets.train.x, config, ckpt, progress=run.progress,
+                 desc=f"train {name} on {sets.train.name}")
+  return Trained(name=name, model=model, result=result, config=config, ckpt_dir=ckpt)
+
+
+def score_all(run, trained: Trained, sets: Sets, scores=None,
+              **settings_over) -> dict[str, dict[str, np.ndarray]]:
+  """``{score: {'__id__': s_id, ood_name: s_ood, ...}}`` for one trained model, each scorer
+  with the run's settings (``Run.scorer``) fitted on the ID training set."""
+  out = {}
+  for name in (run.scores if scores is None else scores):
+    scorer = run.scorer(name, trained.name, trained.scores_ckpt_dir, **settings_over)
+    state = scorer.fit(trained.model, trained.variables, sets.train.x)
     vals = {"__id__": scorer.score(state, sets.test.x)}
     for ood_name, s in sets.ood.items():
       vals[ood_name] = scorer.score(state, s.x)
     out[name] = vals
   return out
+
+
+def samples_for(id_name: str, model_name: str, vals: dict, hwc=None) -> dict:
+  """``score_samples`` of the report for one model's ``score_all`` output: bits/dim for
+  ``nll`` (given ``hwc``), the score itself otherwise."""
+  samples = {}
+  for score_name, v in vals.items():
+    if score_name == "nll" and hwc is not None:
+      plot, xlabel = {n: bits_per_dim(s, hwc) for n, s in v.items()}, "bits/dim"
+    else:
+      plot, xlabel = v, f"{score_name} score (higher = more OOD)"
+    samples[(model_name, score_name)] = {
+        "id_name": f"{id_name} test", "id": plot["__id__"],
+        "ood": {n: s for n, s in plot.items() if n != "__id__"}, "xlabel": xlabel}
+  return samples
 
 
 def metric_rows(id_name: str, model_name: str, scores: dict) -> list[dict]:

@@ -22,6 +22,7 @@ global backend is switched and no figure outlives its function.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -180,24 +181,31 @@ def _tables(rows: list[dict], first: tuple[str, str], second: tuple[str, str]) -
 
 
 def _markdown(title: str, command: str, meta: dict, rows: list[dict],
-              figures: list[tuple[tuple[str, str], str, str]]) -> str:
+              figures: list[tuple[tuple[str, str], str, str]], sections=(),
+              extra_figures=()) -> str:
   lines = [f"# {title}", "", "Command:", "", *_fence(command, "bash"), "", "## Run", ""]
   for k, v in meta.items():
     v = v if isinstance(v, str) else json.dumps(v, separators=(", ", ": "))
     lines.append(f"- **{_cell(k)}**: {_code(v)}")
-  lines += [
-      "", "## AUROC / AUPRC-out", "",
-      "OOD is the positive class; a higher score means more OOD. Each cell is "
-      "`AUROC / AUPRC-out` (higher is better; chance AUROC is 0.5).", "",
-      *_tables(rows, ("auroc", "AUROC"), ("auprc_out", "AUPRC-out")),
-      "## FPR80 / AUPRC-in", "",
-      "Each cell is `FPR80 / AUPRC-in`: the fraction of ID test samples flagged OOD at the "
-      "first threshold that flags at least 80% of the OOD set (lower is better; ties count "
-      "in full), and the average precision with ID as the positive class (higher is better).",
-      "", *_tables(rows, ("fpr80", "FPR80"), ("auprc_in", "AUPRC-in")),
-  ]
-  if figures:
+  lines.append("")
+  if rows:
+    lines += [
+        "## AUROC / AUPRC-out", "",
+        "OOD is the positive class; a higher score means more OOD. Each cell is "
+        "`AUROC / AUPRC-out` (higher is better; chance AUROC is 0.5).", "",
+        *_tables(rows, ("auroc", "AUROC"), ("auprc_out", "AUPRC-out")),
+        "## FPR80 / AUPRC-in", "",
+        "Each cell is `FPR80 / AUPRC-in`: the fraction of ID test samples flagged OOD at the "
+        "first threshold that flags at least 80% of the OOD set (lower is better; ties count "
+        "in full), and the average precision with ID as the positive class (higher is better).",
+        "", *_tables(rows, ("fpr80", "FPR80"), ("auprc_in", "AUPRC-in")),
+    ]
+  for section in sections:
+    lines += [section.rstrip(), ""]
+  if figures or extra_figures:
     lines += ["## Figures", ""]
+    for name in extra_figures:
+      lines += [f"![{name}]({name})", ""]
     for (model, score), hist, roc in figures:
       lines += [f"### {_cell(model)}, {_cell(score)}", "",
                 f"![{model} {score} histogram]({hist}) ![{model} {score} ROC]({roc})", ""]
@@ -271,7 +279,8 @@ def _slug(text: str) -> str:
 
 
 def write_report(out_dir, *, title: str, rows: list[dict], meta: dict, score_samples: dict,
-                 command: str) -> dict[str, str]:
+                 command: str, sections=(), results=None, json_files=None,
+                 figures=None) -> dict[str, str]:
   """Writes ``report.md``, ``results.json``, ``meta.json`` and PNG figures into ``out_dir``.
 
   Args:
@@ -280,6 +289,7 @@ def write_report(out_dir, *, title: str, rows: list[dict], meta: dict, score_sam
     rows: one dict per (id, model, score, ood) with exactly the keys ``ROW_KEYS``: the
       names as strings, ``auroc``, ``auprc_in``, ``auprc_out``, ``fpr80``, ``fpr95`` as
       finite numbers and ``n_id``, ``n_ood`` as ints (e.g. ``metrics.ood_metrics`` output).
+      May be empty when ``results`` is given (an experiment whose results are not metrics).
     meta: free-form run metadata (numpy values allowed), written to ``meta.json`` and
       listed in the report.
     score_samples: ``{(model, score): {"id_name": str, "id": 1-D array, "ood":
@@ -287,6 +297,10 @@ def write_report(out_dir, *, title: str, rows: list[dict], meta: dict, score_sam
       for the 'nll' score). They must increase with the score (higher = more OOD); the ROC
       curves and their legend AUROCs are computed from them.
     command: the exact command line that produced the run.
+    sections: markdown blocks placed after the metric tables.
+    results: what ``results.json`` holds instead of ``rows`` (JSON-able).
+    json_files: ``{file name: JSON-able object}`` of further JSON files.
+    figures: ``{file name: draw(path)}`` of further PNG figures (linked in the report).
 
   Returns:
     ``{file name: path}`` for every file written.
@@ -295,18 +309,24 @@ def write_report(out_dir, *, title: str, rows: list[dict], meta: dict, score_sam
     InvalidInputError: malformed rows (missing/extra keys, NaN or inf metrics, duplicates)
       or samples (NaN, empty, not 1-D); raised before anything is written.
   """
-  rows = _check_rows(rows)
+  rows = _check_rows(rows) if (rows or results is None) else []
   samples = _check_samples(score_samples)
   if not isinstance(meta, dict):
     raise InvalidInputError(f"meta: expected a dict, got {type(meta).__name__}.")
   meta = _jsonable(meta)
+  json_files = {k: _jsonable(v) for k, v in (json_files or {}).items()}
+  figures = dict(figures or {})
+  reserved = {"report.md", "results.json", "meta.json"}
+  for name in list(json_files) + list(figures):
+    if name in reserved or "/" in name or not re.fullmatch(r"[A-Za-z0-9_.=-]+", name):
+      raise InvalidInputError(f"report: extra file name {name!r} is reserved or not a plain name.")
   out_dir = os.fspath(out_dir)
 
   created = not os.path.isdir(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".tmp-report-", dir=out_dir)
   try:
-    names, figures, used = [], [], set()
+    names, figs, used = [], [], set()
     for (model, score), sample in samples.items():
       base = _slug(f"{model}_{score}")
       stem, i = base, 2
@@ -317,14 +337,24 @@ def write_report(out_dir, *, title: str, rows: list[dict], meta: dict, score_sam
       _plot_hist(os.path.join(tmp, hist), model, score, sample)
       _plot_roc(os.path.join(tmp, roc), model, score, sample)
       names += [hist, roc]
-      figures.append(((model, score), hist, roc))
+      figs.append(((model, score), hist, roc))
+    for name, draw in figures.items():
+      draw(os.path.join(tmp, name))
+      names.append(name)
+    for name, obj in json_files.items():
+      with open(os.path.join(tmp, name), "w") as f:
+        json.dump(obj, f, indent=1, allow_nan=False)
+      names.append(name)
     with open(os.path.join(tmp, "results.json"), "w") as f:
-      json.dump(rows, f, indent=1, allow_nan=False)
+      json.dump(rows if results is None else _jsonable(results), f, indent=1, allow_nan=False)
     with open(os.path.join(tmp, "meta.json"), "w") as f:
       json.dump(meta, f, indent=1, allow_nan=False)
     with open(os.path.join(tmp, "report.md"), "w") as f:
-      f.write(_markdown(title, command, meta, rows, figures))
+      f.write(_markdown(title, command, meta, rows, figs, sections, list(figures)))
     names += ["results.json", "meta.json", "report.md"]     # report.md last: it links the rest
+    # A reader never sees a report.md beside files of another run: the old one goes first.
+    if os.path.exists(os.path.join(out_dir, "report.md")):
+      os.remove(os.path.join(out_dir, "report.md"))
     for name in names:
       os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
   except BaseException:
@@ -337,3 +367,30 @@ def write_report(out_dir, *, title: str, rows: list[dict], meta: dict, score_sam
     raise
   shutil.rmtree(tmp, ignore_errors=True)
   return {name: os.path.join(out_dir, name) for name in names}
+
+
+@dataclasses.dataclass
+class Result:
+  """What an experiment returns; ``write(run, result)`` writes it (the one writer).
+
+  ``rows``: metric rows (``ROW_KEYS``) tabulated and saved as ``results.json``;
+  ``results``: a JSON-able replacement for ``results.json`` (experiments whose results are
+  not OOD metrics); ``samples``: per-sample scores to plot; ``sections``: markdown after the
+  tables; ``json_files`` / ``figures``: further files (``{name: obj}`` / ``{name: draw(path)}``).
+  """
+  title: str
+  meta: dict
+  rows: list = dataclasses.field(default_factory=list)
+  results: object = None
+  samples: dict = dataclasses.field(default_factory=dict)
+  sections: list = dataclasses.field(default_factory=list)
+  json_files: dict = dataclasses.field(default_factory=dict)
+  figures: dict = dataclasses.field(default_factory=dict)
+
+
+def write(out_dir, command: str, result: Result) -> dict[str, str]:
+  """Writes ``result`` into ``out_dir`` atomically (see ``write_report``)."""
+  return write_report(out_dir, title=result.title, rows=result.rows, meta=result.meta,
+                      score_samples=result.samples, command=command, sections=result.sections,
+                      results=result.results, json_files=result.json_files,
+                      figures=result.figures)

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import log_ndtr
 
-from ood_jax.errors import UnknownNameError
+from ood_jax.registry import choose
 
 NUM_LEVELS = 256
 _LEVELS = np.arange(NUM_LEVELS)
@@ -185,8 +185,4 @@ LIKELIHOODS: dict[str, Likelihood] = {
 
 def get_likelihood(name: str) -> Likelihood:
   """The likelihood called ``name``; ``UnknownNameError`` lists the known ones."""
-  try:
-    return LIKELIHOODS[name]
-  except KeyError:
-    raise UnknownNameError(
-        f"unknown likelihood {name!r}; known: {', '.join(sorted(LIKELIHOODS))}.") from None
+  return LIKELIHOODS[choose("likelihood", name, sorted(LIKELIHOODS))]

@@ -24,7 +24,8 @@ Normalisation (``norm``):
   mode (a sample's log-likelihood depends on the whole batch, which the BatchNorm scores
   rely on); eval mode uses the running averages and is exactly causal.
 * ``'weight'`` (the original): weight-normalised kernels ``g v / ||v||`` with bias
-  (``v`` ~ N(0, 0.05), ``g`` = 1, 0.1 for the gate convolution; no data-dependent init).
+  (``v`` ~ N(0, 0.05), ``g`` = 1, 0.1 for the gate convolution; no data-dependent init),
+  with the original's dropout 0.5 unless ``dropout`` is given.
 * ``'none'``: plain convolutions with bias.
 
 Shifts: a down-shifted convolution pads ``kh - 1`` rows on top and ``(kw - 1)/2`` columns
@@ -45,9 +46,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ood_jax.errors import InvalidInputError, UnknownNameError
+from ood_jax.errors import InvalidInputError
 from ood_jax.models import logistic_mixture as lm
+from ood_jax.models.inputs import check_images
 from ood_jax.models.likelihoods import image_sum
+from ood_jax.models.spec import ModelSpec
+from ood_jax.registry import choose
 
 NORMS = ("batch", "weight", "none")
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -185,7 +189,9 @@ class PixelCNNPP(nn.Module):
     num_resnet: gated blocks per stage and stream (paper: 5).
     num_mix: logistic mixture components (paper: 10).
     norm: 'batch' (Song et al.), 'weight' (Salimans et al.) or 'none'.
-    dropout: dropout rate inside the gated blocks (train mode only, rng stream 'dropout').
+    dropout: dropout rate inside the gated blocks (train mode only, rng stream 'dropout');
+      None: the variant's own (0.5 with ``norm='weight'`` as the original, else 0), see
+      ``dropout_rate``.
 
   ``train`` selects BatchNorm batch statistics (then pass ``mutable=['batch_stats']``).
   """
@@ -194,7 +200,7 @@ class PixelCNNPP(nn.Module):
   num_resnet: int = 5
   num_mix: int = 10
   norm: str = "batch"
-  dropout: float = 0.0
+  dropout: float | None = None
 
   def __post_init__(self):
     shape = tuple(self.image_shape)
@@ -204,31 +210,26 @@ class PixelCNNPP(nn.Module):
     if shape[0] % 4 or shape[1] % 4:
       raise InvalidInputError(
           f"PixelCNNPP needs H and W divisible by 4 (two stride-2 stages), got {shape}.")
-    if self.norm not in NORMS:
-      raise UnknownNameError(f"unknown norm {self.norm!r}; known: {', '.join(NORMS)}.")
+    choose("PixelCNN++ norm", self.norm, NORMS)
     if self.num_filters < 1 or self.num_resnet < 0 or self.num_mix < 1:
       raise InvalidInputError(
           f"PixelCNNPP: num_filters, num_mix >= 1 and num_resnet >= 0 required, got"
           f" {self.num_filters}, {self.num_mix}, {self.num_resnet}.")
-    if not 0.0 <= self.dropout < 1.0:
+    if not 0.0 <= self.dropout_rate < 1.0:
       raise InvalidInputError(f"PixelCNNPP: dropout must be in [0, 1), got {self.dropout}.")
     super().__post_init__()
+
+  @property
+  def dropout_rate(self) -> float:
+    """``dropout``, or where None the variant's own: 0.5 for weight norm, else 0."""
+    if self.dropout is None:
+      return 0.5 if self.norm == "weight" else 0.0
+    return float(self.dropout)
 
   @property
   def num_params(self) -> int:
     """Mixture parameters per pixel (10 K for RGB, 3 K for grey)."""
     return lm.num_params(self.image_shape[2], self.num_mix)
-
-  def _check(self, x) -> jax.Array:
-    x = jnp.asarray(x)
-    if x.dtype != jnp.uint8:
-      raise InvalidInputError(
-          f"PixelCNNPP: expected uint8 images (8-bit levels 0..255), got dtype {x.dtype}.")
-    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.image_shape) or x.shape[0] < 1:
-      raise InvalidInputError(
-          f"PixelCNNPP: expected images N x {' x '.join(map(str, self.image_shape))}, got"
-          f" shape {tuple(x.shape)}.")
-    return x
 
   # ------------------------------------------------------------------ network
   @nn.compact
@@ -244,7 +245,7 @@ class PixelCNNPP(nn.Module):
       return ShiftedConv(features, ks, shift, stride, transpose, norm, name=name)
 
     def block(shift, name):
-      return GatedResnet(shift, norm, self.dropout, name=name)
+      return GatedResnet(shift, norm, self.dropout_rate, name=name)
 
     ones = jnp.ones(x_scaled.shape[:-1] + (1,), x_scaled.dtype)
     x = jnp.concatenate([x_scaled, ones], axis=-1)
@@ -275,7 +276,7 @@ class PixelCNNPP(nn.Module):
   def pixel_log_probs(self, x_uint8, train: bool = False) -> jax.Array:
     """Joint log-probability of each pixel's C levels given the previous pixels,
     nats, float32 ``N x H x W``."""
-    x = self._check(x_uint8)
+    x = check_images(x_uint8, self.image_shape, "PixelCNNPP")
     out = self.network(lm.scale_levels(x), train)
     return lm.log_prob(out, x)
 
@@ -291,7 +292,7 @@ class PixelCNNPP(nn.Module):
     return -self.log_prob(x_uint8, train)
 
   # ------------------------------------------------------------------ sampling
-  def sample(self, rng: jax.Array, n: int, temperature=1.0) -> jax.Array:
+  def sample(self, rng: jax.Array, n: int, temperature: float = 1.0) -> jax.Array:
     """``n`` uint8 images ``n x H x W x C`` (eval-mode BatchNorm), raster order.
 
     One full forward pass per pixel inside a ``lax.fori_loop``; the pixel's C channels
@@ -319,7 +320,8 @@ class PixelCNNPP(nn.Module):
 
 
 # ---------------------------------------------------------------------------- presets
-# num_filters, num_resnet, num_mix per preset (grey and colour alike).
+# num_filters, num_resnet, num_mix per preset (grey and colour alike); BatchNorm and the
+# variant's dropout by default (Song et al.: none).
 PRESETS: dict[str, dict] = {
     "smoke": dict(num_filters=8, num_resnet=0, num_mix=2),
     "cpu": dict(num_filters=16, num_resnet=1, num_mix=5),
@@ -327,17 +329,15 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def make_pixelcnnpp(preset: str, image_shape, **overrides) -> PixelCNNPP:
-  """PixelCNN++ with the settings of ``preset`` ('smoke', 'cpu', 'paper').
+def _uses_batchnorm(model: PixelCNNPP) -> bool:
+  return model.norm == "batch"
 
-  BatchNorm and no dropout by default (Song et al.'s variant); ``norm='weight'`` without
-  an explicit ``dropout`` gets the original's 0.5.
-  """
-  if preset not in PRESETS:
-    raise UnknownNameError(
-        f"unknown preset {preset!r} for model 'pixelcnnpp'; known: {', '.join(PRESETS)}.")
-  settings = dict(PRESETS[preset], norm="batch")
-  settings.update(overrides)
-  if settings["norm"] == "weight" and "dropout" not in overrides:
-    settings["dropout"] = 0.5
-  return PixelCNNPP(image_shape=tuple(int(s) for s in image_shape), **settings)
+
+SPEC = ModelSpec(
+    name="pixelcnnpp", module=PixelCNNPP,
+    presets={name: {1: settings, 3: settings} for name, settings in PRESETS.items()},
+    defaults={"norm": "batch"},
+    # On the 2-core CPU a PixelCNN++ step costs about two VAE steps.
+    budgets={"cpu": {"epochs": 0.5}},
+    has_batchnorm=_uses_batchnorm,
+    about="PixelCNN++ (Salimans et al.) with BatchNorm (Song et al.) or weight norm")

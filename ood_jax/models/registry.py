@@ -1,128 +1,141 @@
-"""Model presets by name: ``make_model(name, preset, image_shape, **overrides)``.
+"""Models by name: one line per model, naming the ``ModelSpec`` beside its module.
 
-Presets of ``'vae'`` (:class:`ConvVAE`, categorical256 unless ``likelihood=`` is given):
+Every model module defines its ``SPEC`` (``spec.py``: the linen class, presets, defaults,
+input size, training defaults and budgets, ROSE layers, BatchNorm parts, objective);
+``_MODELS`` maps each registry name to it as a lazy ``"module:attr"`` path, imported on
+first use. Adding a model is its module (with its ``SPEC``) plus one line here, or
+:func:`register_model` from another layer.
 
-* ``'smoke'``: ngf 8, latent 16 (tests, seconds on CPU);
-* ``'cpu'`` and ``'paper'``: the reference architecture of Likelihood Regret / ROSE:
-  ngf 32, latent 100 for grey images; ngf 64, latent 200 for colour images.
-
-``'uniform'`` (:class:`UniformModel`) has no settings; every preset gives the same model.
-``'realnvp'``, ``'glow'``, ``'cv_glow'`` and ``'pixelcnnpp'`` live in their own modules and
-are imported on first use (a ``"module:function"`` builder path).
-Other layers add models with :func:`register_model`.
+``make_model(name, preset, (H, W, C), **overrides)`` builds
+``spec.module(image_shape=(H, W, C), **{**spec.defaults, **preset settings, **overrides})``
+with the preset's settings for grey (C = 1) or colour (C = 3) images; ``overrides`` must
+be fields of the module with values of their annotated types.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Callable
+from typing import Any
 
 import flax.linen as nn
 
-from ood_jax.errors import InvalidInputError, UnknownNameError
-from ood_jax.models.uniform import UniformModel
-from ood_jax.models.vae import ConvVAE
+from ood_jax.errors import InvalidInputError
+from ood_jax.models.spec import ModelSpec
+from ood_jax.registry import Registry, check_settings, choose
 
-Builder = Callable[..., nn.Module]   # (preset, image_shape, **overrides) -> module
+_MODELS = Registry("model", {
+    "vae": "ood_jax.models.vae:SPEC",
+    "realnvp": "ood_jax.models.flows.realnvp:SPEC",
+    "glow": "ood_jax.models.flows.glow:GLOW_SPEC",
+    "cv_glow": "ood_jax.models.flows.glow:CV_GLOW_SPEC",
+    "pixelcnnpp": "ood_jax.models.pixelcnnpp:SPEC",
+    "uniform": "ood_jax.models.uniform:SPEC",
+})
 
-_VAE_PRESETS = {
-    "smoke": {1: dict(ngf=8, latent_dim=16), 3: dict(ngf=8, latent_dim=16)},
-    "cpu": {1: dict(ngf=32, latent_dim=100), 3: dict(ngf=64, latent_dim=200)},
-    "paper": {1: dict(ngf=32, latent_dim=100), 3: dict(ngf=64, latent_dim=200)},
-}
-
-
-def _preset(presets: dict, name: str, preset: str) -> dict:
-  if preset not in presets:
-    raise UnknownNameError(
-        f"unknown preset {preset!r} for model {name!r}; known: {', '.join(presets)}.")
-  return presets[preset]
+# Module fields that are not settings: flax's own and the shape ``make_model`` passes.
+_NOT_SETTINGS = ("parent", "name", "image_shape")
 
 
-def _make_vae(preset: str, image_shape: tuple[int, int, int], **overrides) -> nn.Module:
-  by_channels = _preset(_VAE_PRESETS, "vae", preset)
-  c = image_shape[2]
-  settings = dict(by_channels[1 if c == 1 else 3], likelihood="categorical256")
-  settings.update(overrides)
-  return ConvVAE(image_shape=image_shape, **settings)
-
-
-def _make_uniform(preset: str, image_shape: tuple[int, int, int], **overrides) -> nn.Module:
-  _preset({"smoke": None, "cpu": None, "paper": None}, "uniform", preset)
-  if overrides:
-    raise InvalidInputError(f"model 'uniform' takes no settings, got {sorted(overrides)}.")
-  return UniformModel(image_shape=image_shape)
-
-
-_REGISTRY: dict[str, Builder | str] = {
-    "vae": _make_vae,
-    "uniform": _make_uniform,
-    "realnvp": "ood_jax.models.flows.realnvp:make_realnvp",
-    "glow": "ood_jax.models.flows.glow:make_glow",
-    "cv_glow": "ood_jax.models.flows.glow:make_cv_glow",
-    "pixelcnnpp": "ood_jax.models.pixelcnnpp:make_pixelcnnpp",
-}
-
-# Training settings a model needs whatever the experiment preset (merged over the preset's
-# TrainConfig by the experiments): flows get LR warm-up and gradient clipping, without
-# which public Glow ports hit NaNs.
-_FLOW_TRAIN = dict(warmup_steps=200, clip_grad_norm=100.0)
-_TRAIN_DEFAULTS: dict[str, dict] = {"realnvp": _FLOW_TRAIN, "glow": _FLOW_TRAIN,
-                                    "cv_glow": _FLOW_TRAIN}
-
-
-def register_model(name: str, builder: Builder | str, train_defaults: dict | None = None) -> None:
-  """Adds (or replaces) a model builder ``builder(preset, image_shape, **overrides)`` (or its
-  ``"module:function"`` path), with optional TrainConfig overrides it always needs."""
-  _REGISTRY[name] = builder
-  if train_defaults is not None:
-    _TRAIN_DEFAULTS[name] = dict(train_defaults)
-
-
-def train_defaults(name: str) -> dict:
-  """TrainConfig fields model ``name`` sets by default (e.g. warm-up and clipping for flows)."""
-  check_name(name)
-  return dict(_TRAIN_DEFAULTS.get(name, {}))
-
-
-def _builder(name: str) -> Builder:
-  b = _REGISTRY[name]
-  if isinstance(b, str):
-    module, attr = b.split(":")
-    b = _REGISTRY[name] = getattr(importlib.import_module(module), attr)
-  return b
+def register_model(name: str, spec_or_path: ModelSpec | str) -> None:
+  """Adds (or replaces) model ``name``: a ``ModelSpec`` or its ``"module:attr"`` path."""
+  _MODELS.register(name, spec_or_path)
 
 
 def known_models() -> list[str]:
-  return sorted(_REGISTRY)
+  return _MODELS.names()
+
+
+def check_name(name: str) -> None:
+  """``UnknownNameError`` listing the known models unless ``name`` is one."""
+  _MODELS.check(name)
+
+
+def spec(name: str) -> ModelSpec:
+  """The ``ModelSpec`` of model ``name`` (its module imported on first use)."""
+  return _MODELS.get(name)
+
+
+def model_presets(name: str) -> list[str]:
+  """The model presets of ``name`` (``['smoke', 'cpu', 'paper']``)."""
+  return list(spec(name).presets)
+
+
+def model_settings(name: str, preset: str, channels: int, **overrides) -> dict[str, Any]:
+  """The module settings ``make_model`` uses (without ``image_shape``): the spec's
+  defaults, then the preset's for ``channels`` (1: grey, else colour), then ``overrides``.
+
+  Raises ``UnknownNameError`` for an unknown model or preset (listing the known ones) and
+  one ``InvalidInputError`` listing the valid fields for an unknown field or a value of the
+  wrong type.
+  """
+  s = spec(name)
+  choose(f"{name} preset", preset, s.presets)
+  check_settings(f"model {name!r}", s.module, overrides, exclude=_NOT_SETTINGS)
+  return {**s.defaults, **s.presets[preset][1 if channels == 1 else 3], **overrides}
 
 
 def make_model(name: str, preset: str, image_shape, **overrides) -> nn.Module:
   """Builds model ``name`` with the settings of ``preset`` for images ``(H, W, C)``.
 
   Raises ``UnknownNameError`` for unknown model or preset names (listing the known ones)
-  and ``InvalidInputError`` for an image shape the model cannot take.
+  and ``InvalidInputError`` for unknown or mistyped ``overrides`` or an image shape the
+  model cannot take.
   """
   check_name(name)
   shape = tuple(int(s) for s in image_shape)
   if len(shape) != 3 or shape[2] not in (1, 3):
     raise InvalidInputError(f"image_shape must be (H, W, C) with C in {{1, 3}}, got {image_shape}.")
-  return _builder(name)(preset, shape, **overrides)
+  settings = model_settings(name, preset, shape[2], **overrides)
+  return spec(name).module(image_shape=shape, **settings)
 
 
-# The resolution each model takes: the DCGAN VAE needs 32 x 32 (28 x 28 sets are resized
-# with PIL bilinear, as torchvision's Resize(32) in the references); others keep the data's.
-_INPUT_SIZE: dict[str, int] = {"vae": 32}
+def _defaults_matched(model: nn.Module, s: ModelSpec) -> int:
+  """How many of ``s.defaults`` ``model`` has, or -1 if it differs from one of them."""
+  missing = object()
+  if any(getattr(model, k, missing) != v for k, v in s.defaults.items()):
+    return -1
+  return len(s.defaults)
 
 
-def check_name(name: str) -> None:
-  if name not in _REGISTRY:
-    raise UnknownNameError(f"unknown model {name!r}; known: {', '.join(known_models())}.")
+def spec_of(model: nn.Module) -> ModelSpec | None:
+  """The registered spec whose module is ``type(model)``, or None if there is none.
+
+  Where several share the class (``glow`` / ``cv_glow``: ``Glow``), the one whose
+  ``defaults`` the model's attributes match (the most specific, if several match).
+  An entry whose module fails to import is skipped, unless it is ``model``'s own module
+  (then its error is raised).
+  """
+  cls = type(model)
+  found = []
+  for name in _MODELS.names():
+    try:
+      s = _MODELS.get(name)
+    except (ImportError, AttributeError):
+      path = _MODELS.lazy_path(name) or ""
+      if path.split(":")[0] == cls.__module__:
+        raise
+      continue
+    if s.module is cls:
+      found.append(s)
+  if len(found) <= 1:
+    return found[0] if found else None
+  score, best = max((_defaults_matched(model, s), -i) for i, s in enumerate(found))
+  return found[-best] if score >= 0 else found[0]
 
 
 def input_shape(name: str, data_hwc) -> tuple[int, int, int]:
-  """The ``(H, W, C)`` that model ``name`` is built for, given the ID data's shape."""
-  check_name(name)
+  """The ``(H, W, C)`` that model ``name`` is built for, given the ID data's shape: the
+  spec's fixed ``input_size`` (the DCGAN VAE: 32; 28 x 28 sets are resized) or the data's."""
+  size = spec(name).input_size
   h, w, c = (int(s) for s in data_hwc)
-  size = _INPUT_SIZE.get(name)
   return (size, size, c) if size else (h, w, c)
+
+
+def train_defaults(name: str) -> dict:
+  """TrainConfig fields model ``name`` sets by default (e.g. warm-up and clipping for flows)."""
+  return dict(spec(name).train_defaults)
+
+
+def budget(name: str, experiment_preset: str) -> dict:
+  """TrainConfig fields replacing the budget of ``experiment_preset`` for model ``name``
+  (e.g. PixelCNN++ on ``cpu``: ``{'epochs': 0.5}``); empty if the preset's own applies."""
+  return dict(spec(name).budgets.get(experiment_preset, {}))

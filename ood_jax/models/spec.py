@@ -90,7 +90,9 @@ class ModelSpec:
     rose_layers: default ``fnmatch`` patterns of the layers ROSE scores, or None.
     batchnorm_parts: names of the parts whose BatchNorm mode can be set on its own
       (``train={'encoder': True, 'decoder': False}``); empty if one mode for all.
-    has_batchnorm: whether any layer keeps batch statistics (Glow: no, actnorm only).
+    has_batchnorm: whether any layer keeps batch statistics (Glow: no, actnorm only), or
+      ``model -> bool`` where the settings decide (PixelCNN++: ``norm == 'batch'``); ask
+      :meth:`uses_batchnorm`.
     objective: ``model -> Objective`` (default ``default_objective``).
     about: one line for listings.
   """
@@ -103,6 +105,13 @@ class ModelSpec:
   budgets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
   rose_layers: tuple[str, ...] | None = None
   batchnorm_parts: tuple[str, ...] = ()
-  has_batchnorm: bool = True
+  has_batchnorm: bool | Callable[[nn.Module], bool] = True
   objective: Callable[[nn.Module], Objective] = default_objective
   about: str = ""
+
+  def uses_batchnorm(self, model: nn.Module | None = None) -> bool:
+    """Whether ``model`` (built from this spec) keeps batch statistics; without a model,
+    whether some setting of it may (a settings-dependent answer counts as yes)."""
+    if callable(self.has_batchnorm):
+      return True if model is None else bool(self.has_batchnorm(model))
+    return bool(self.has_batchnorm)

@@ -24,7 +24,9 @@ Decoder (params under ``decoder``; torch ``netG`` names in brackets), no biases:
 The decoder output is channel-major: image channel c owns output channels c*P .. c*P+P-1,
 returned as ``N x 32 x 32 x C x P``. BatchNorm: eps 1e-5, torch momentum 0.1 (flax 0.9);
 its mode is always the ``train`` argument (train mode normalises with batch statistics,
-biased variance, and needs ``mutable=['batch_stats']``). Initialisation is DCGAN's
+biased variance, and needs ``mutable=['batch_stats']``): one bool for the whole model or
+``{'encoder': bool, 'decoder': bool}`` (e.g. encoder BatchNorm adaptation with the decoder
+in eval mode; a part left out is in eval mode). Initialisation is DCGAN's
 (kernels N(0, 0.02), BN scale N(1, 0.02), biases 0).
 
 Units: every returned log-probability is in nats per image of the discrete 8-bit data.
@@ -41,7 +43,9 @@ import jax.numpy as jnp
 from ood_jax.data.pixels import to_unit
 from ood_jax.errors import InvalidInputError
 from ood_jax.models.conv_transpose import ConvTranspose
+from ood_jax.models.inputs import check_images
 from ood_jax.models.likelihoods import Likelihood, get_likelihood, image_sum
+from ood_jax.models.spec import Mode, ModelSpec, Objective, part_mode
 
 _KERNEL_INIT = nn.initializers.normal(0.02)
 
@@ -131,7 +135,8 @@ class ConvVAE(nn.Module):
 
   Methods take uint8 images ``N x H x W x C`` (numpy or jax); randomness comes from the
   ``'sample'`` rng stream; ``train`` selects BatchNorm batch statistics (then pass
-  ``mutable=['batch_stats']``).
+  ``mutable=['batch_stats']``), for the whole model (a bool) or per part
+  (``{'encoder': True, 'decoder': False}``).
   """
   image_shape: tuple[int, int, int] = (32, 32, 1)
   latent_dim: int = 100
@@ -162,69 +167,68 @@ class ConvVAE(nn.Module):
 
   # ------------------------------------------------------------------ helpers
   def _check(self, x) -> jax.Array:
-    x = jnp.asarray(x)
-    if x.dtype != jnp.uint8:
-      raise InvalidInputError(
-          f"ConvVAE: expected uint8 images (8-bit levels 0..255), got dtype {x.dtype}.")
-    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.image_shape):
-      hint = ""
-      if x.ndim == 4 and tuple(x.shape[1:3]) != (32, 32):
-        hint = " Resize with the 'resize:32' transform."
-      raise InvalidInputError(
-          f"ConvVAE: expected images N x {' x '.join(map(str, self.image_shape))}, got shape"
-          f" {tuple(x.shape)}.{hint}")
-    return x
+    resize = jnp.ndim(x) == 4 and tuple(jnp.shape(x)[1:3]) != (32, 32)
+    return check_images(x, self.image_shape, "ConvVAE",
+                        "Resize with the 'resize:32' transform." if resize else "")
+
+  def _posterior(self, x: jax.Array, train: Mode) -> tuple[jax.Array, jax.Array]:
+    return self.encoder(to_unit(x), part_mode(train, "encoder"))
 
   def _sum_log_prob(self, out: jax.Array, x: jax.Array) -> jax.Array:
     """Sums the per-sub-pixel log-probability over H, W, C (last three axes of ``x``)."""
     return image_sum(self.lik.log_prob(out, jnp.broadcast_to(x, out.shape[:-1])))
 
   # ------------------------------------------------------------------ building blocks
-  def encode(self, x_uint8, train: bool = False) -> tuple[jax.Array, jax.Array]:
+  def encode(self, x_uint8, train: Mode = False) -> tuple[jax.Array, jax.Array]:
     """q(z|x) parameters ``(mu, logvar)``, each float32 ``N x latent_dim``; input ``x/255``."""
-    x = self._check(x_uint8)
-    return self.encoder(to_unit(x), train)
+    return self._posterior(self._check(x_uint8), train)
 
-  def decode(self, z: jax.Array, train: bool = False) -> jax.Array:
+  def decode(self, z: jax.Array, train: Mode = False) -> jax.Array:
     """Raw decoder output ``N x H x W x C x P`` (categorical: unnormalised logits)."""
-    out = self.decoder(z, train)
+    out = self.decoder(z, part_mode(train, "decoder"))
     h, w, c = self.image_shape
     return out.reshape(z.shape[0], h, w, c, self.lik.num_params)
 
-  def decoder_logits(self, z: jax.Array, train: bool = False) -> jax.Array:
+  def decoder_logits(self, z: jax.Array, train: Mode = False) -> jax.Array:
     """Alias of :meth:`decode` (the name used by the parity tests)."""
     return self.decode(z, train)
 
-  def decoder_log_prob(self, z: jax.Array, x_uint8, train: bool = False) -> jax.Array:
+  def decoder_log_prob(self, z: jax.Array, x_uint8, train: Mode = False) -> jax.Array:
     """log p(x|z), float32 ``N``: nats, summed over the H*W*C sub-pixels."""
     x = self._check(x_uint8)
     return self._sum_log_prob(self.decode(z, train), x)
 
   # ------------------------------------------------------------------ objectives
-  def __call__(self, x_uint8, train: bool) -> jax.Array:
+  def __call__(self, x_uint8, train: Mode) -> jax.Array:
     """Training objective: negative ELBO in nats per image, float32 ``N``.
 
     One reparameterised z per image (rng stream ``'sample'``), analytic KL.
     """
     x = self._check(x_uint8)
-    mu, logvar = self.encoder(to_unit(x), train)
-    eps = jax.random.normal(self.make_rng("sample"), mu.shape, mu.dtype)
+    eps = jax.random.normal(self.make_rng("sample"), (x.shape[0], self.latent_dim), jnp.float32)
+    return self.neg_elbo(x, eps, train)
+
+  def neg_elbo(self, x_uint8, eps: jax.Array, train: Mode = False) -> jax.Array:
+    """Negative ELBO at ``z = mu + sigma * eps`` (``eps`` ``N x latent_dim``), analytic KL,
+    nats per image, float32 ``N``: :meth:`__call__` with its noise given."""
+    x = self._check(x_uint8)
+    mu, logvar = self._posterior(x, train)
     z = mu + jnp.exp(0.5 * logvar) * eps
     recon = self._sum_log_prob(self.decode(z, train), x)
     return gaussian_kl(mu, logvar) - recon
 
-  def elbo(self, x_uint8, train: bool = False) -> jax.Array:
+  def elbo(self, x_uint8, train: Mode = False) -> jax.Array:
     """Single-sample ELBO in nats per image (= ``-__call__``)."""
     return -self(x_uint8, train)
 
-  def log_weights(self, x_uint8, eps: jax.Array, train: bool = False) -> jax.Array:
+  def log_weights(self, x_uint8, eps: jax.Array, train: Mode = False) -> jax.Array:
     """Importance log-weights ``log p(x|z_k) + log N(z_k; 0, I) - log q(z_k|x)``, ``N x K``.
 
     ``eps`` (``N x K x latent_dim``) is the standard-normal noise, ``z = mu + sigma*eps``;
     the K latents of all images go through the decoder as one batch of N*K. Nats.
     """
     x = self._check(x_uint8)
-    mu, logvar = self.encoder(to_unit(x), train)
+    mu, logvar = self._posterior(x, train)
     n, k, d = eps.shape
     z = mu[:, None, :] + jnp.exp(0.5 * logvar)[:, None, :] * eps
     out = self.decode(z.reshape(n * k, d), train)
@@ -234,7 +238,7 @@ class ConvVAE(nn.Module):
     log_ratio = jnp.sum(0.5 * eps ** 2 - 0.5 * z ** 2 + 0.5 * logvar[:, None, :], axis=-1)
     return recon + log_ratio
 
-  def log_prob(self, x_uint8, train: bool = False, k: int = 16) -> jax.Array:
+  def log_prob(self, x_uint8, train: Mode = False, k: int = 16) -> jax.Array:
     """IWAE estimate of log p(x) with ``k`` samples, nats per image, float32 ``N``.
 
     ``logmeanexp_k`` of :meth:`log_weights` (rng stream ``'sample'``); k = 1 is the
@@ -245,8 +249,37 @@ class ConvVAE(nn.Module):
     lw = self.log_weights(x, eps, train)
     return jax.nn.logsumexp(lw, axis=1) - math.log(int(k))
 
-  def sample(self, rng: jax.Array, n: int) -> jax.Array:
-    """``n`` uint8 images from the model (eval-mode BatchNorm), ``n x H x W x C``."""
+  def sample(self, rng: jax.Array, n: int, temperature: float = 1.0) -> jax.Array:
+    """``n`` uint8 images from the model (eval-mode BatchNorm), ``n x H x W x C``.
+
+    The prior latent is scaled by ``temperature`` (``z = T * eps``, ``eps ~ N(0, I)``; T = 0
+    decodes ``z = 0``); the pixels are drawn from the decoder's likelihood as at T = 1.
+    """
     rz, rx = jax.random.split(rng)
-    z = jax.random.normal(rz, (int(n), self.latent_dim))
+    z = temperature * jax.random.normal(rz, (int(n), self.latent_dim))
     return self.lik.sample(rx, self.decode(z, train=False))
+
+
+def vae_objective(model: ConvVAE) -> Objective:
+  """The VAE's per-image objective for ROSE: :meth:`ConvVAE.neg_elbo` in eval mode with
+  explicit noise ``eps ~ N(0, I)`` (``N x latent_dim``, one row per image), nats."""
+  d = model.latent_dim
+  return Objective(
+      noise=lambda rng, n: jax.random.normal(rng, (n, d), jnp.float32),
+      batched=lambda v, x, eps: model.apply(v, x, eps, False, method=ConvVAE.neg_elbo),
+      per_image=True)
+
+
+# The reference architecture of Likelihood Regret / ROSE at 'cpu' and 'paper' (ngf 32,
+# latent 100 grey; ngf 64, latent 200 colour); 'smoke' is a tiny one for tests.
+PRESETS = {
+    "smoke": {1: dict(ngf=8, latent_dim=16), 3: dict(ngf=8, latent_dim=16)},
+    "cpu": {1: dict(ngf=32, latent_dim=100), 3: dict(ngf=64, latent_dim=200)},
+    "paper": {1: dict(ngf=32, latent_dim=100), 3: dict(ngf=64, latent_dim=200)},
+}
+
+SPEC = ModelSpec(
+    name="vae", module=ConvVAE, presets=PRESETS, defaults={"likelihood": "categorical256"},
+    input_size=32, rose_layers=("encoder/*conv*",), batchnorm_parts=("encoder", "decoder"),
+    objective=vae_objective,
+    about="DCGAN conv VAE of Likelihood Regret / ROSE (32 x 32, 256-way categorical)")

@@ -13,6 +13,7 @@ it is pure and can be ``jit``/``vmap``-ed further.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -36,13 +37,25 @@ class ScorerState:
   name: str = flax.struct.field(pytree_node=False, default="")
 
 
+@dataclasses.dataclass(frozen=True)
 class Scorer(abc.ABC):
-  """Base class: subclasses implement ``fit``; ``score`` is shared."""
+  """Base of every OOD score: a frozen dataclass of settings; subclasses implement ``fit``.
 
+  ``score`` (shared) validates the images, scores them in chunks of ``images_per_chunk()``
+  and returns float32 ``N``, higher = more OOD. Subclasses are frozen dataclasses that
+  override the defaults below (``name`` defaults to the score's registry name) and add
+  their own fields, all with defaults.
+
+  Attributes:
+    name: the score's name in messages and progress bars (its registry name).
+    seed: seeds the scoring noise (chunk i uses ``fold_in(PRNGKey(seed), i)``).
+    progress: show a progress bar per pass.
+    chunk_size: images per compiled call (an upper bound; see ``images_per_chunk``).
+  """
   name: str = ""
-  chunk_size: int = 256
   seed: int = 0
   progress: bool = False
+  chunk_size: int = 256
 
   def images_per_chunk(self) -> int:
     """Images per compiled call: ``chunk_size``, bounded so that images x ``k`` importance

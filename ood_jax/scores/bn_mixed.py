@@ -1,26 +1,10 @@
-"""``bn_mixed``: Song et al.'s mixed-batch BatchNorm statistics S_{b,r}, Delta and T.
+"""``bn_mixed``: Song et al.'s mixed-batch BatchNorm statistics S_{b,r}, Delta and T; see
+:class:`BNMixed`.
 
-For a test sample x of the set being scored (q), a batch of size ``b`` holds
-``m = round(r*b)`` (at least 1) test samples and ``b - m`` in-distribution training
-samples (p, from ``id_data``); the model's ``log_prob`` in train mode (BatchNorm with that
-batch's statistics) gives ``log p(x | batch)``. Over K Monte-Carlo rounds:
-
-* ``S_{b,r}(x) = mean_K log p(x | batch)``, nats per image (``statistic='s'`` scores
-  ``-S_{b,r1}``);
-* ``Delta(x) = |S_{b,r1}(x) - S_{b,r2}(x)|`` (``statistic='delta'``, the default; nats);
-* ``T(x) = sum_i I[Delta(x_i) <= Delta(x)]`` over ``n_ref`` reference ID samples
-  (``statistic='t'``, a count). The reference samples are the last ``n_ref`` images of
-  ``id_data``; their own batches draw training samples from the rest of ``id_data`` (the
-  p pool, disjoint from them). T is a monotone map of Delta, so AUROC(T) = AUROC(Delta)
-  up to ties; it makes the score a calibrated rank.
-
-Higher = more OOD for all three. The whole input of ``score`` is the test pool q, so
-scores depend on the set scored together (that is the method). Each round partitions the
-test set into groups of m and one train-mode forward scores all m test samples of a batch
-at once; all batches are vmapped in chunks of ``max_latents // (b*k)`` batches, one
-compiled call per chunk (see ``train_mode.py``; ``compositions.py`` for the batches).
-Latent models (the VAE) use the IWAE estimate with ``k`` samples inside each batch.
-A model without BatchNorm (Glow: actnorm) is refused with one clear error.
+Each round partitions the test set into groups of m and one train-mode forward scores all
+m test samples of a batch at once; all batches are vmapped in chunks of
+``max_latents // (b*k)`` batches, one compiled call per chunk (see ``train_mode.py``;
+``compositions.py`` for the batches).
 """
 
 from __future__ import annotations
@@ -41,17 +25,47 @@ STATISTICS = ("delta", "s", "t")
 
 @dataclasses.dataclass(frozen=True)
 class BNMixed(Scorer):
-  K: int = 4                # Monte-Carlo rounds (batch compositions per test sample)
-  b: int = 64               # batch size
-  r1: float = 0.1           # test ratio of S_{b,r1} (also the ratio of statistic 's')
-  r2: float = 0.9           # test ratio of S_{b,r2}
-  statistic: str = "delta"  # 'delta' | 's' | 't'
-  n_ref: int = 1000         # T: reference ID samples, the last n_ref of id_data
-  k: int = 16               # importance samples for latent-variable models
-  max_latents: int = 2560   # bounds batches x b x k per compiled call
-  seed: int = 0
-  progress: bool = False
+  """``bn_mixed``: BatchNorm train-mode likelihoods in batches mixing test and training
+  images (Song et al.): S_{b,r}, Delta or T; higher = more OOD for all three.
+
+  A batch of ``b`` holds ``m = round(r*b)`` (at least 1) images of the scored set (the
+  test pool q; scores depend on the set scored together, that is the method) and
+  ``b - m`` in-distribution images from ``id_data`` (p). The model's train-mode
+  ``log_prob`` (BatchNorm with the batch's statistics; IWAE with ``k`` samples for the
+  VAE) gives ``log p(x | batch)``. Over ``K`` Monte-Carlo rounds:
+
+  * ``S_{b,r}(x) = mean_K log p(x | batch)``, nats per image (``statistic='s'`` scores
+    ``-S_{b,r1}``);
+  * ``Delta(x) = |S_{b,r1}(x) - S_{b,r2}(x)|``, nats (``'delta'``, the default);
+  * ``T(x) = #{i: Delta(x_i) <= Delta(x)}`` over ``n_ref`` reference ID images, a count
+    (``'t'``): the last ``n_ref`` images of ``id_data``, whose own batches draw training
+    images from the rest. T is a monotone map of Delta (same AUROC up to ties).
+
+  A model without BatchNorm (Glow: actnorm) is refused with one clear error.
+
+  Attributes:
+    K: Monte-Carlo rounds (batch compositions per test image).
+    b: batch size, images.
+    r1: test fraction of S_{b,r1} (also that of statistic ``'s'``), in [0, 1] (m >= 1).
+    r2: test fraction of S_{b,r2}, in [0, 1].
+    statistic: ``'delta'`` | ``'s'`` | ``'t'``.
+    n_ref: reference ID images of ``'t'`` (the last ``n_ref`` of ``id_data``).
+    k: importance samples per image (latent-variable models).
+    max_latents: bound on batches x ``b`` x ``k`` per compiled call.
+    name: ``'bn_mixed'``.
+    seed: seeds the batch compositions and the importance samples.
+    progress: show a progress bar.
+    chunk_size: unused (calls are bounded by ``max_latents``).
+  """
   name: str = "bn_mixed"
+  K: int = 4
+  b: int = 64
+  r1: float = 0.1
+  r2: float = 0.9
+  statistic: str = "delta"
+  n_ref: int = 1000
+  k: int = 16
+  max_latents: int = 2560
 
   def __post_init__(self):
     for r in (self.r1, self.r2):

@@ -1,11 +1,5 @@
-"""``bn_train_bpd``: bits/dim with BatchNorm in train mode, batches made of the scored set.
-
-The set being scored is shuffled and cut into batches of ``b`` (``min(b, N)`` for a set
-smaller than one batch; a last short batch is filled with other images of the set, whose
-values are discarded), and each image's ``log p(x | batch)`` comes from one train-mode
-forward of its batch: Song et al.'s "train mode" column of Table 1 (S_{b,1}). Over ``K``
-rounds of shuffling the values are averaged. Score: ``-S / (D ln 2)``, bits per
-dimension (higher = more OOD). Needs a BatchNorm model; needs no training data.
+"""``bn_train_bpd``: bits/dim with BatchNorm in train mode, batches made of the scored set
+(Song et al.'s "train mode" column); see :class:`BNTrainBPD`.
 """
 
 from __future__ import annotations
@@ -24,13 +18,30 @@ from ood_jax.scores.compositions import check_mixing, compositions
 
 @dataclasses.dataclass(frozen=True)
 class BNTrainBPD(Scorer):
-  b: int = 64               # batch size
-  K: int = 1                # rounds of shuffling averaged
-  k: int = 16               # importance samples for latent-variable models
-  max_latents: int = 2560   # bounds batches x b x k per compiled call
-  seed: int = 0
-  progress: bool = False
+  """``bn_train_bpd``: bits per dimension with BatchNorm in train mode (Song et al., Table 1,
+  "train mode": S_{b,1}); higher = more OOD. Needs a BatchNorm model, no training data.
+
+  The set being scored is shuffled and cut into batches of ``b`` (``min(b, N)`` for a set
+  smaller than one batch; a short last batch is filled with other images of the set, whose
+  values are discarded); each image's ``log p(x | batch)`` (nats) comes from one
+  train-mode forward of its batch. Over ``K`` shufflings the values are averaged:
+  ``S``; the score is ``-S / (D ln 2)``. Scores depend on the set scored together.
+
+  Attributes:
+    b: batch size, images (at least 2).
+    K: rounds of shuffling averaged.
+    k: importance samples per image (latent-variable models).
+    max_latents: bound on batches x ``b`` x ``k`` per compiled call.
+    name: ``'bn_train_bpd'``.
+    seed: seeds the shuffles and the importance samples.
+    progress: show a progress bar.
+    chunk_size: unused (calls are bounded by ``max_latents``).
+  """
   name: str = "bn_train_bpd"
+  b: int = 64
+  K: int = 1
+  k: int = 16
+  max_latents: int = 2560
 
   def __post_init__(self):
     check_mixing(self.b, 1.0, self.K, self.name)

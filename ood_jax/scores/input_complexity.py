@@ -1,26 +1,17 @@
-"""``input_complexity``: Input Complexity (Serrà et al. 2020), bits on both sides.
+"""``input_complexity``: Input Complexity (Serrà et al. 2020), bits on both sides; see
+:class:`InputComplexity`.
 
-    S(x) = NLL_bits(x) - L(x),   NLL_bits = -log p(x) / ln 2,   higher = more OOD,
-
-with ``-log p(x)`` the model's NLL in nats per image (IWAE with ``k`` samples for the VAE)
-and ``L(x)`` the length in bits (8 x bytes of the whole file, headers included) of a
-lossless compression of the 8-bit image:
-
-* ``codec='png'``: PNG at maximum compression as libpng/OpenCV write it
-  (``cv2.imencode('.png', img, [IMWRITE_PNG_COMPRESSION, 9])``, what the Likelihood-Regret
-  reference measures): per row the filter (None, Sub, Up, Average, Paeth) with the smallest
-  sum of absolute signed residuals (libpng's heuristic, first one on ties), zlib level 9,
-  default strategy, one IDAT chunk. :func:`png_bytes` writes this file; its length equals
-  OpenCV's on all 128 fixture images (Pillow's ``optimize=True`` PNG differs by -3 bits
-  on average, up to 248 bits, because it filters differently).
-* ``codec='jp2'``: lossless (reversible 5/3 wavelet) JPEG-2000 in the jp2 container,
-  Pillow ``save(format='JPEG2000', irreversible=False)`` (OpenJPEG); its length equals
-  OpenCV's lossless ``IMWRITE_JPEG2000_COMPRESSION_X1000=1000`` on the fixture images. (The
-  reference's own jp2 branch used OpenCV's default, which is lossy and nearly constant.)
-
-``reference_units=True`` reproduces the reference's ``NLL_nats - L_bits`` instead.
-Compression is CPU work in Python (one image at a time, spread over ``workers`` threads);
-the NLL is one compiled call per chunk.
+Codecs: ``codec='png'`` is PNG at maximum compression as libpng/OpenCV write it
+(``cv2.imencode('.png', img, [IMWRITE_PNG_COMPRESSION, 9])``, what the Likelihood-Regret
+reference measures): per row the filter (None, Sub, Up, Average, Paeth) with the smallest
+sum of absolute signed residuals (libpng's heuristic, first one on ties), zlib level 9,
+default strategy, one IDAT chunk. :func:`png_bytes` writes this file; its length equals
+OpenCV's on all 128 fixture images (Pillow's ``optimize=True`` PNG differs by -3 bits on
+average, up to 248 bits, because it filters differently). ``codec='jp2'`` is lossless
+(reversible 5/3 wavelet) JPEG-2000 in the jp2 container, Pillow ``save(format='JPEG2000',
+irreversible=False)`` (OpenJPEG); its length equals OpenCV's lossless
+``IMWRITE_JPEG2000_COMPRESSION_X1000=1000`` on the fixture images. (The reference's own jp2
+branch used OpenCV's default, which is lossy and nearly constant.)
 """
 
 from __future__ import annotations
@@ -112,15 +103,32 @@ def complexity_score(nll_nats: np.ndarray, bits: np.ndarray, reference_units: bo
 
 @dataclasses.dataclass(frozen=True)
 class InputComplexity(Scorer):
-  codec: str = "png"            # 'png' | 'jp2' (both lossless)
-  reference_units: bool = False  # True: the reference's NLL_nats - L_bits
-  k: int = 20                   # importance samples of the NLL (ROSE App. B.1)
-  chunk_size: int = 256
-  max_latents: int = 2560       # bounds chunk x k decoder outputs (as ``nll``)
-  workers: int = 2              # compression threads
-  seed: int = 0
-  progress: bool = False
+  """``input_complexity``: ``S(x) = -log p(x) / ln 2 - L(x)``, bits per image (Serrà et al.
+  2020); higher = more OOD.
+
+  ``-log p(x)`` is the model's eval-mode NLL in nats (IWAE with ``k`` samples for the VAE);
+  ``L(x)`` is 8 x the byte length of the whole lossless compressed file of the 8-bit
+  image (headers included), PNG or JPEG-2000 (module docstring). Compression is CPU work
+  (one image at a time over ``workers`` threads); the NLL is one compiled call per chunk.
+  Needs no training data.
+
+  Attributes:
+    codec: ``'png'`` | ``'jp2'`` (both lossless).
+    reference_units: True: the reference's ``NLL_nats - L_bits`` instead.
+    k: importance samples of the NLL (ROSE App. B.1: 20).
+    max_latents: bound on images x ``k`` per compiled call.
+    workers: compression threads.
+    name: ``'input_complexity'``.
+    seed: seeds the importance samples.
+    progress: show a progress bar.
+    chunk_size: images per compiled call, at most.
+  """
   name: str = "input_complexity"
+  codec: str = "png"
+  reference_units: bool = False
+  k: int = 20
+  max_latents: int = 2560
+  workers: int = 2
 
   def __post_init__(self):
     if self.codec not in CODECS:

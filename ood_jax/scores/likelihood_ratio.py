@@ -1,30 +1,5 @@
-"""``likelihood_ratio``: the background-model likelihood ratio of Ren et al. (2019).
-
-    S(x) = -(log p_theta(x) - log p_bg(x)),   nats per image, higher = more OOD,
-
-with ``p_theta`` the trained model and ``p_bg`` a *background* model: the same
-architecture (``model.clone()``) trained on the in-distribution training images with each
-sub-pixel replaced, with probability ``mu``, by a level drawn uniformly from 0..255 (it
-may equal the old one: Ren's mutation), and with an L2 penalty of weight ``l2``.
-
-* ``mu`` (default 0.2, the middle of Ren's sweep {0.1, 0.2, 0.3}).
-* ``l2`` = lambda: the penalty ``lambda * sum(theta**2)`` over **all** parameters (kernels,
-  biases, BatchNorm scale/bias) added to the mean per-image training loss in nats (the
-  ``keras.regularizers.l2(lambda)`` convention of Ren's PixelCNN++ code, which puts it on
-  kernels only). It is applied as coupled L2, ``TrainConfig.weight_decay = 2 * lambda``.
-  Default 0: Ren's lambda in {0, 10, 100} was set for a PixelCNN++ and is not on the scale
-  of this loss (a sum over the image's sub-pixels), so no value carries over; the sweep
-  is open through the field.
-* Perturbation randomness is a function of ``seed`` only: every training image is perturbed
-  **once** (one fixed perturbed copy of the training set, ``perturb(x, mu, seed)``), not
-  anew each epoch, so the background model trains through ``ood_jax.train.train`` like any
-  model and resumes exactly.
-* Training uses ``train_config`` (the main model's TrainConfig; default: 10 epochs, batch
-  64, lr 1e-3 halved after 5) and is cached under ``ckpt_dir/bg_mu<mu>_l2<l2>_seed<seed>``
-  (a rerun loads it). ``background_variables`` gives a ready background model instead.
-* For latent-variable models both log-likelihoods are IWAE estimates with ``k`` samples
-  and the **same** noise (the same rng), so the ratio does not carry two independent
-  Monte-Carlo errors.
+"""``likelihood_ratio``: the background-model likelihood ratio of Ren et al. (2019); see
+:class:`LikelihoodRatio`.
 """
 
 from __future__ import annotations
@@ -73,17 +48,42 @@ def ratio_fn(model, k: int):
 
 @dataclasses.dataclass(frozen=True)
 class LikelihoodRatio(Scorer):
-  mu: float = 0.2                       # mutation rate of the background training data
-  l2: float = 0.0                       # lambda: penalty lambda * ||theta||^2 (see above)
-  k: int = 20                           # importance samples (latent-variable models)
+  """``likelihood_ratio``: ``S(x) = -(log p_theta(x) - log p_bg(x))``, nats per image (Ren et
+  al. 2019); higher = more OOD.
+
+  ``p_theta`` is the trained model, ``p_bg`` a *background* model: the same architecture
+  (``model.clone()``) trained on the ID training images with each sub-pixel replaced, with
+  probability ``mu``, by a level uniform on 0..255 (Ren's mutation; every image perturbed
+  once, a function of ``seed``) and an L2 penalty ``l2 * sum(theta**2)`` over all
+  parameters added to the mean per-image loss in nats (coupled L2,
+  ``TrainConfig.weight_decay = 2 * l2``; Ren's ``keras.regularizers.l2`` puts it on
+  kernels only, and his lambda in {0, 10, 100} was set for a PixelCNN++ loss of another
+  scale, so the default is 0). Trained with ``train_config`` (default: 10 epochs, batch
+  64, lr 1e-3 halved after 5), cached under ``ckpt_dir/bg_mu<mu>_l2<l2>_seed<seed>``. For
+  latent-variable models both log-likelihoods are IWAE estimates with ``k`` samples and
+  the same noise.
+
+  Attributes:
+    mu: mutation rate of the background training data, in [0, 1] (Ren: 0.1-0.3).
+    l2: lambda, weight of the background model's penalty ``lambda * ||theta||²`` (nats).
+    k: importance samples per image (latent-variable models).
+    train_config: how the background model is trained; None = ``DEFAULT_TRAIN``.
+    ckpt_dir: the background model is cached under it; None: not cached.
+    background_variables: a trained background model; skips training.
+    max_latents: bound on images x ``k`` per compiled call.
+    name: ``'likelihood_ratio'``.
+    seed: seeds the mutation and the importance samples.
+    progress: show progress bars (training and scoring).
+    chunk_size: images per compiled call, at most.
+  """
+  name: str = "likelihood_ratio"
+  mu: float = 0.2
+  l2: float = 0.0
+  k: int = 20
   train_config: TrainConfig | None = None
   ckpt_dir: str | None = None
-  background_variables: Any = None      # a trained background model: skips training
-  chunk_size: int = 256
+  background_variables: Any = None
   max_latents: int = 2560
-  seed: int = 0
-  progress: bool = False
-  name: str = "likelihood_ratio"
 
   def background_config(self) -> TrainConfig:
     cfg = self.train_config or DEFAULT_TRAIN

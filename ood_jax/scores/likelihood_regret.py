@@ -1,18 +1,5 @@
-"""``likelihood_regret``: Likelihood Regret, encoder variant LR(E) (Xiao et al. 2020).
-
-For each test image x, a copy of the VAE's encoder (every parameter under ``encoder``:
-conv kernels, head weights and biases, BatchNorm scale and bias) is re-fitted to x alone,
-with the decoder and all BatchNorm running statistics frozen (eval mode), by
-``steps`` Adam steps on the single-sample negative ELBO (one fresh eps per step, analytic
-KL), with classic (coupled) L2 weight decay added to the gradient before Adam, as torch
-``Adam(weight_decay=...)``: ``optax.chain(add_decayed_weights(wd), adam(lr, b1, b2, eps))``.
-Then
-
-    LR(x) = NLL(x; trained encoder) - NLL(x; re-fitted encoder)     [nats per image]
-
-with both NLLs the IWAE estimate with ``k`` samples. Higher = more OOD. Defaults are the
-reference's (``compute_LR.py``: 100 steps, lr 2e-4, betas (0.9, 0.999), weight decay
-5e-5) except ``k`` = 20 (ROSE App. B.1; the reference used 1000).
+"""``likelihood_regret``: Likelihood Regret, encoder variant LR(E) (Xiao et al. 2020); see
+:class:`LikelihoodRegret`.
 
 Choices where the reference is silent or noisy: the two IWAE estimates use the **same**
 standard-normal draws (common random numbers; the reference draws fresh noise for each, so
@@ -22,9 +9,7 @@ chunk is a function of ``fold_in(chunk_key, i)``.
 Vectorised: one compiled call re-fits a whole chunk of images, ``vmap`` over the images
 (each with its own encoder copy and Adam state) around a ``lax.scan`` over the steps.
 Gradients are taken with respect to the encoder parameters only (the decoder is a
-constant of the differentiated function, so no decoder kernel gradient is formed). The
-model must expose ``encode``, ``decoder_log_prob`` and ``log_weights`` (as
-:class:`ood_jax.models.ConvVAE`) and keep its encoder parameters under ``encoder``.
+constant of the differentiated function, so no decoder kernel gradient is formed).
 """
 
 from __future__ import annotations
@@ -218,18 +203,42 @@ def _slice_size(k: int, chunk: int, max_latents: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class LikelihoodRegret(Scorer):
-  k: int = 20                   # importance samples of both IWAE NLLs
-  steps: int = 100              # Adam steps of the per-image re-fit
+  """``likelihood_regret``: ``LR(x) = NLL(x; trained encoder) - NLL(x; re-fitted encoder)``,
+  nats per image (Xiao et al. 2020, encoder variant LR(E)); higher = more OOD.
+
+  For each test image a copy of the VAE's encoder (every parameter under ``encoder``) is
+  re-fitted to that image alone, decoder and BatchNorm statistics frozen (eval mode), by
+  ``steps`` Adam steps on the single-sample negative ELBO (one fresh eps per step,
+  analytic KL) with coupled L2 weight decay, as torch ``Adam(weight_decay=...)``. Both
+  NLLs are IWAE estimates with ``k`` samples and the same noise. Defaults are the
+  reference's (``compute_LR.py``) except ``k`` = 20 (ROSE App. B.1; the reference used
+  1000). The model must expose ``encode``, ``decoder_log_prob`` and ``log_weights`` (as
+  :class:`ood_jax.models.ConvVAE`). Needs no training data.
+
+  Attributes:
+    k: importance samples of both IWAE NLLs.
+    steps: Adam steps of the per-image re-fit.
+    learning_rate: Adam step size of the re-fit.
+    weight_decay: coupled L2 coefficient (added to the gradient, torch Adam's).
+    b1: Adam first-moment decay.
+    b2: Adam second-moment decay.
+    adam_eps: Adam's epsilon.
+    max_latents: bound on images x IWAE latents per decoder call.
+    name: ``'likelihood_regret'``.
+    seed: seeds the re-fit and IWAE noise.
+    progress: show a progress bar.
+    chunk_size: images re-fitted together in one compiled call.
+  """
+  name: str = "likelihood_regret"
+  chunk_size: int = 16
+  k: int = 20
+  steps: int = 100
   learning_rate: float = 2e-4
-  weight_decay: float = 5e-5    # coupled L2 (torch Adam weight_decay)
+  weight_decay: float = 5e-5
   b1: float = 0.9
   b2: float = 0.999
   adam_eps: float = 1e-8
-  chunk_size: int = 16          # images re-fitted together in one compiled call
-  max_latents: int = 2560       # bounds chunk x IWAE latents per decoder call
-  seed: int = 0
-  progress: bool = False
-  name: str = "likelihood_regret"
+  max_latents: int = 2560
 
   def __post_init__(self):
     if self.k < 1 or self.steps < 0 or self.chunk_size < 1:

@@ -1,7 +1,4 @@
-"""``nll``: the negative log-likelihood in eval mode, nats per image (higher = more OOD).
-
-For the VAE, ``log_prob`` is the IWAE estimate with ``k`` importance samples.
-"""
+"""``nll``: the eval-mode negative log-likelihood, nats per image; see :class:`NLL`."""
 
 from __future__ import annotations
 
@@ -24,12 +21,24 @@ def log_prob_fn(model: nn.Module, k: int):
 
 @dataclasses.dataclass(frozen=True)
 class NLL(Scorer):
-  k: int = 16           # importance samples for latent-variable models
-  chunk_size: int = 256
-  max_latents: int = 2560   # bounds chunk x k: the VAE's 256-way logits are 1 MB per latent
-  seed: int = 0
-  progress: bool = False
+  """``nll``: ``-log p(x)`` in eval mode, nats per image of the 8-bit data (higher = more OOD).
+
+  ``log p`` is the model's ``log_prob`` with BatchNorm running statistics: exact for
+  autoregressive models, the importance-weighted dequantisation bound for flows and the
+  IWAE estimate with ``k`` samples for the VAE. Needs no training data.
+
+  Attributes:
+    k: importance samples per image (latent-variable models; flows: dequantisation draws).
+    max_latents: bound on images x ``k`` per compiled call (the VAE's 256-way logits are
+      1 MB per latent).
+    name: ``'nll'``.
+    seed: seeds the importance samples (chunk i: ``fold_in(PRNGKey(seed), i)``).
+    progress: show a progress bar.
+    chunk_size: images per compiled call, at most.
+  """
   name: str = "nll"
+  k: int = 16
+  max_latents: int = 2560
 
   def fit(self, model, variables, id_data=None) -> ScorerState:
     lp = log_prob_fn(model, self.k)

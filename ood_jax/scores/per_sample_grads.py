@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -37,44 +36,18 @@ from flax.linen.linear import canonicalize_padding
 from jax import lax
 
 from ood_jax.errors import InvalidInputError
-from ood_jax.models.vae import ConvVAE, gaussian_kl
+from ood_jax.models.registry import spec_of
+from ood_jax.models.spec import Objective, default_objective
 
 Noise = Any
 
 
 # ----------------------------------------------------------------------------- objectives
-@dataclasses.dataclass(frozen=True)
-class Objective:
-  """Per-image training objective in eval mode, nats per image.
-
-  ``noise(rng, n)`` draws the randomness of ``n`` images: an array with a leading axis
-  ``n`` (``per_image``, the VAE's ``eps``; one image is evaluated with its row) or one key
-  for the whole batch. ``batched(variables, x, noise) -> f32[N]``.
-  """
-  noise: Callable[[jax.Array, int], Noise]
-  batched: Callable[[Any, jax.Array, Noise], jax.Array]
-  per_image: bool
-
-
-def _vae_neg_elbo(module: ConvVAE, x, eps):
-  mu, logvar = module.encode(x, train=False)
-  z = mu + jnp.exp(0.5 * logvar) * eps
-  return gaussian_kl(mu, logvar) - module.decoder_log_prob(z, x, train=False)
-
-
 def objective_for(model: nn.Module) -> Objective:
-  """The training objective of ``model``: explicit ``eps`` for the VAE, else ``__call__``."""
-  if isinstance(model, ConvVAE):
-    d = model.latent_dim
-    return Objective(
-        noise=lambda rng, n: jax.random.normal(rng, (n, d), jnp.float32),
-        batched=lambda v, x, eps: model.apply(v, x, eps, method=_vae_neg_elbo),
-        per_image=True)
-  return Objective(
-      noise=lambda rng, n: rng,
-      batched=lambda v, x, key: model.apply(
-          v, x, train=False, rngs={"sample": key, "dequant": jax.random.fold_in(key, 1)}),
-      per_image=False)
+  """The training objective of ``model`` from its registered spec (the VAE: explicit
+  ``eps``); ``default_objective`` (``__call__``) for an unregistered module."""
+  spec = spec_of(model)
+  return spec.objective(model) if spec is not None else default_objective(model)
 
 
 # ----------------------------------------------------------------------------- layers

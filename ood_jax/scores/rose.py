@@ -1,27 +1,10 @@
-"""``rose``: the per-sample-gradient Fisher score of Choi et al. (ROSE), DIAG or EKFAC.
+"""``rose``: the per-sample-gradient Fisher score of Choi et al. (ROSE), DIAG or EKFAC; see
+:class:`Rose`.
 
-For each chosen layer l, ``g_l(x)`` is the gradient of the image's own training objective
-with respect to the layer's parameters at the trained weights, in eval mode (BatchNorm
-with running statistics, so images are independent): the negative ELBO with one
-reparameterised ``z`` for the VAE (``eps`` from the chunk's key, the ``'sample'`` noise),
-the NLL for flows; see ``per_sample_grads.py``. The layer score is
-``s_l(x) = g_lᵀ F_l⁻¹ g_l`` with ``F_l`` the DIAG or EKFAC Fisher of ``fisher.py``, fitted
-once on ``n_fisher`` in-distribution images. Layer z-scores ``z_l = (s_l - μ_l) / σ_l``
-use the mean and standard deviation of ``s_l`` over ``n_norm`` *other* ID images (held out
-from the Fisher fit), and ``ROSE(x) = Σ_l ReLU(z_l)`` (``aggregation='relu_sum'``, paper
-Eq. 11 with unit weights and zero bias) or ``max_l z_l`` (``'max'``, the public code).
-Higher = more OOD; the score is dimensionless.
-
-``fit`` splits ``id_data`` with a seeded permutation: the first ``n_fisher`` images fit the
-Fisher, the next ``n_norm`` the z-score statistics. With fewer than
-``n_fisher + n_norm`` images, ``n_norm`` shrinks to at most half of them and the Fisher gets
-the rest. The EKFAC fit makes two passes over its images (factors, then ``Λ`` in their
-eigenbases), DIAG one; both then score the normalisation images once.
-
-Layers: ``fnmatch`` patterns over parameter-module paths (``'encoder/input_conv'``);
-``None`` picks the model's default: every encoder convolution of the VAE
-(``'encoder/*conv*'``), the invertible 1x1 convolutions of Glow (``'*invconv*'``);
-``'all'`` takes every parameter module.
+Per-sample gradients: ``per_sample_grads.py``; the Fisher blocks: ``fisher.py``. The EKFAC
+fit makes two passes over its images (factors, then ``Λ`` in their eigenbases), DIAG one;
+both then score the normalisation images once. Compiled functions are cached per
+(model, layers).
 """
 
 from __future__ import annotations
@@ -38,7 +21,7 @@ from tqdm.auto import tqdm
 from ood_jax.data import batches
 from ood_jax.data.pixels import validate_images
 from ood_jax.errors import InvalidInputError
-from ood_jax.models.vae import ConvVAE
+from ood_jax.models.registry import spec_of
 from ood_jax.scores import fisher
 from ood_jax.scores import per_sample_grads as psg
 from ood_jax.scores.base import Scorer, ScorerState, _device_multiple
@@ -48,13 +31,13 @@ AGGREGATIONS = ("relu_sum", "max")
 
 
 def default_layers(model: nn.Module) -> tuple[str, ...]:
-  """The layers ROSE uses for ``model``: VAE encoder convolutions, Glow's 1x1 convolutions."""
-  if isinstance(model, ConvVAE):
-    return ("encoder/*conv*",)
-  if "glow" in type(model).__name__.lower():
-    return ("*invconv*",)
-  raise InvalidInputError(f"rose: no default layers for {type(model).__name__}; pass layers= "
-                          "(fnmatch patterns over parameter paths, or 'all').")
+  """The layers ROSE uses for ``model``: its spec's ``rose_layers`` (VAE encoder
+  convolutions, Glow's 1x1 convolutions)."""
+  spec = spec_of(model)
+  if spec is None or spec.rose_layers is None:
+    raise InvalidInputError(f"rose: no default layers for {type(model).__name__}; pass layers= "
+                            "(fnmatch patterns over parameter paths, or 'all').")
+  return tuple(spec.rose_layers)
 
 
 def aggregate(z: jax.Array, how: str) -> jax.Array:
@@ -177,17 +160,49 @@ def _score_fn(model, layers, how: str):
 
 @dataclasses.dataclass(frozen=True)
 class Rose(Scorer):
-  fisher: str = "ekfac"             # 'diag' | 'ekfac'
-  aggregation: str = "relu_sum"     # 'relu_sum' | 'max'
-  layers: tuple | str | None = None  # fnmatch patterns; None = model default; 'all'
-  n_fisher: int = 1000              # ID images for the Fisher
-  n_norm: int = 1000                # held-out ID images for the layer z-scores
-  damping: float = 1e-3             # λ = damping * mean(diag) per layer
-  fast_path: bool = True            # patch x output-gradient products for conv/dense layers
-  chunk_size: int = 128
-  seed: int = 0
-  progress: bool = False
+  """``rose``: ROSE (Choi et al.), a sum of layer-wise per-sample-gradient Fisher norms,
+  z-scored; dimensionless, higher = more OOD.
+
+  For each chosen layer l, ``g_l(x)`` is the gradient of the image's own training
+  objective with respect to the layer's parameters at the trained weights, in eval mode
+  (BatchNorm running statistics, so images are independent): the negative ELBO with one
+  reparameterised ``z`` for the VAE, the NLL for flows. The layer score is
+  ``s_l(x) = g_lᵀ F_l⁻¹ g_l`` (dimensionless) with ``F_l`` the DIAG or EKFAC Fisher,
+  fitted once on ``n_fisher`` ID images. Layer z-scores ``z_l = (s_l - μ_l) / σ_l`` use the
+  mean and standard deviation of ``s_l`` over ``n_norm`` *other* ID images, and
+  ``ROSE(x) = Σ_l ReLU(z_l)`` (``'relu_sum'``, paper Eq. 11 with unit weights and zero
+  bias) or ``max_l z_l`` (``'max'``, the public code).
+
+  ``fit`` splits ``id_data`` with a seeded permutation: the first ``n_fisher`` images fit
+  the Fisher, the next ``n_norm`` the z-score statistics; with fewer than
+  ``n_fisher + n_norm`` images, ``n_norm`` shrinks to at most half of them and the Fisher
+  gets the rest.
+
+  Attributes:
+    fisher: ``'ekfac'`` | ``'diag'``.
+    aggregation: ``'relu_sum'`` | ``'max'``.
+    layers: ``fnmatch`` patterns over parameter-module paths (``'encoder/input_conv'``);
+      None = the model's default (``default_layers``: its spec's ``rose_layers``, e.g.
+      the VAE's encoder convolutions); ``'all'`` = every parameter module.
+    n_fisher: ID images for the Fisher fit.
+    n_norm: held-out ID images for the layer z-score statistics.
+    damping: ``λ = damping * mean(diag F_l)`` added to the Fisher's (eigen)diagonal.
+    fast_path: per-sample gradients of conv/dense kernels as patch x output-gradient
+      products (False: generic per-sample gradients for every layer; same values).
+    name: ``'rose'``.
+    seed: seeds the ID split and the VAE's reparameterisation noise.
+    progress: show progress bars (fit passes and scoring).
+    chunk_size: images per compiled call (fit passes and scoring).
+  """
   name: str = "rose"
+  chunk_size: int = 128
+  fisher: str = "ekfac"
+  aggregation: str = "relu_sum"
+  layers: tuple | str | None = None
+  n_fisher: int = 1000
+  n_norm: int = 1000
+  damping: float = 1e-3
+  fast_path: bool = True
 
   def __post_init__(self):
     if self.fisher not in FISHERS:

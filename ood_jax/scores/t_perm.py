@@ -1,10 +1,5 @@
-"""``t_perm``: Song et al.'s permutation-style rank baseline on eval-mode likelihoods.
-
-``T_perm(x) = |sum_i I[log p(x_i) <= log p(x)] - N/2|`` over N training samples x_i
-(a count, higher = more OOD: x is atypical when its likelihood sits in either tail of the
-training likelihoods, too low or too high). ``log p`` is the model's eval-mode
-``log_prob`` (IWAE with ``k`` samples for the VAE), nats per image. The N reference
-samples are a random subset of ``id_data`` (``n_ref``, a function of ``seed``).
+"""``t_perm``: Song et al.'s permutation-style rank baseline on eval-mode likelihoods; see
+:class:`TPerm`.
 """
 
 from __future__ import annotations
@@ -30,13 +25,27 @@ def rank_statistic(ref_sorted: jax.Array, lp: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class TPerm(Scorer):
-  n_ref: int = 1000         # N training samples (a random subset of id_data)
-  k: int = 16
-  chunk_size: int = 256
-  max_latents: int = 2560
-  seed: int = 0
-  progress: bool = False
+  """``t_perm``: ``T_perm(x) = |#{i: log p(x_i) <= log p(x)} - N/2|`` over N training images
+  x_i (Song et al.'s baseline), a count; higher = more OOD (x's likelihood sits in either
+  tail of the training likelihoods, too low or too high).
+
+  ``log p`` is the eval-mode ``log_prob`` (IWAE with ``k`` samples for the VAE), nats per
+  image. The N = ``n_ref`` reference images are a random subset of ``id_data`` (a function
+  of ``seed``).
+
+  Attributes:
+    n_ref: N, reference ID images (all of ``id_data`` if it has fewer).
+    k: importance samples per image (latent-variable models).
+    max_latents: bound on images x ``k`` per compiled call.
+    name: ``'t_perm'``.
+    seed: seeds the reference subset and the importance samples.
+    progress: show a progress bar.
+    chunk_size: images per compiled call, at most.
+  """
   name: str = "t_perm"
+  n_ref: int = 1000
+  k: int = 16
+  max_latents: int = 2560
 
   def _nll(self) -> NLL:
     return NLL(k=self.k, chunk_size=self.chunk_size, max_latents=self.max_latents,

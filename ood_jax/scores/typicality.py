@@ -1,14 +1,11 @@
 """``typicality``: the typicality test of Nalisnick et al. (2019), nats per image.
 
 A batch of M images is atypical when its mean NLL is far from the entropy estimate
-``H_hat``, the mean NLL of the training set: statistic ``|mean_M NLL - H_hat|``.
-
-* The Scorer is the M = 1 point score ``|NLL(x) - H_hat|`` (higher = more OOD), NLL the
-  model's eval-mode ``-log_prob`` (IWAE with ``k`` samples for the VAE). ``fit``
-  estimates ``H_hat`` on ``n_fit`` random images of ``id_data`` (all when None).
-* For M > 1: :func:`batch_statistic` on consecutive batches, :func:`bootstrap_threshold`
-  (bootstrap batches of M drawn with replacement from held-out ID NLLs; the threshold is
-  their ``alpha`` quantile) and :func:`is_atypical`.
+``H_hat``, the mean NLL of the training set: statistic ``|mean_M NLL - H_hat|``. The
+Scorer (:class:`Typicality`) is the M = 1 point score; for M > 1:
+:func:`batch_statistic` on consecutive batches, :func:`bootstrap_threshold` (bootstrap
+batches of M drawn with replacement from held-out ID NLLs; the threshold is their
+``alpha`` quantile) and :func:`is_atypical`.
 """
 
 from __future__ import annotations
@@ -73,13 +70,26 @@ def is_atypical(nll, entropy: float, m: int, threshold: float) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Typicality(Scorer):
-  n_fit: int | None = 2000  # ID images for H_hat (a random subset of id_data); None = all
-  k: int = 16
-  chunk_size: int = 256
-  max_latents: int = 2560
-  seed: int = 0
-  progress: bool = False
+  """``typicality``: the M = 1 typicality statistic ``|NLL(x) - H_hat|`` of Nalisnick et
+  al. (2019), nats per image; higher = more OOD.
+
+  NLL is the eval-mode ``-log_prob`` (IWAE with ``k`` samples for the VAE); ``fit``
+  estimates the entropy ``H_hat`` as the mean NLL of ``n_fit`` random images of
+  ``id_data``. Batch tests (M > 1): see the module's functions.
+
+  Attributes:
+    n_fit: ID images for ``H_hat`` (a random subset of ``id_data``); None = all.
+    k: importance samples per image (latent-variable models).
+    max_latents: bound on images x ``k`` per compiled call.
+    name: ``'typicality'``.
+    seed: seeds the subset and the importance samples.
+    progress: show a progress bar.
+    chunk_size: images per compiled call, at most.
+  """
   name: str = "typicality"
+  n_fit: int | None = 2000
+  k: int = 16
+  max_latents: int = 2560
 
   def id_nll(self, model, variables, x: np.ndarray) -> np.ndarray:
     """Eval-mode NLL of ``x``, nats per image (the same estimator as the score)."""

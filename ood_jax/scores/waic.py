@@ -1,19 +1,8 @@
 """``waic``: the Watanabe-Akaike information criterion over an ensemble (Choi et al. 2018),
-the baseline of Song et al.
+the baseline of Song et al.; see :class:`WAIC`.
 
-``WAIC(x) = E_theta[log p_theta(x)] - Var_theta[log p_theta(x)]`` over M independently
-trained models (mean and population variance, ddof 0, over members; nats). Low WAIC means
-OOD, so the score is ``-WAIC(x) = Var - E`` (higher = more OOD). ``log p`` is each
-member's eval-mode ``log_prob`` (IWAE with ``k`` samples for the VAE; member i draws its
-own noise). The ensemble's variables are stacked on a leading axis and the members'
-forwards are vmapped in one compiled call, not looped.
-
-``fit(model, variables, id_data)`` takes the given variables as member 0 and trains
-members 1..M-1 itself: the same architecture with ``train_config`` and seeds
-``train_config.seed + i``, each cached under ``ckpt_dir/member<i>`` (a rerun reloads
-them). Pass ``ensemble_variables`` (a pytree whose leaves have a leading axis of size M)
-to use an ensemble trained elsewhere instead. Default M = 5 (Song et al.); the
-experiment presets set it through ``score_settings`` (smoke 2, cpu 3).
+The ensemble's variables are stacked on a leading axis and the members' forwards are
+vmapped in one compiled call, not looped.
 """
 
 from __future__ import annotations
@@ -64,16 +53,36 @@ def neg_waic(lps: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class WAIC(Scorer):
-  members: int = 5                        # M (Song et al.: 5)
-  train_config: TrainConfig | None = None # how members 1..M-1 are trained
-  ckpt_dir: str | None = None             # member i cached under ckpt_dir/member<i>
-  ensemble_variables: Any = None          # pre-stacked ensemble (leading axis M); skips training
-  k: int = 16
-  chunk_size: int = 256
-  max_latents: int = 2560                 # bounds members x chunk x k per call
-  seed: int = 0
-  progress: bool = False
+  """``waic``: ``-WAIC(x) = Var_theta[log p_theta(x)] - E_theta[log p_theta(x)]`` over an
+  ensemble of M models (Choi et al. 2018), nats; higher = more OOD.
+
+  Mean and population variance (ddof 0) over the members' eval-mode ``log_prob`` (IWAE
+  with ``k`` samples for the VAE; member i draws its own noise). ``fit(model, variables,
+  id_data)`` takes ``variables`` as member 0 and trains members 1..M-1 itself: the same
+  architecture with ``train_config`` and seeds ``train_config.seed + i``, each cached
+  under ``ckpt_dir/member<i>`` (a rerun reloads them). The experiment presets set
+  ``members`` through ``score_settings`` (smoke 2, cpu 3).
+
+  Attributes:
+    members: M, ensemble size, at least 2 (Song et al.: 5).
+    train_config: how members 1..M-1 are trained (required unless ``ensemble_variables``).
+    ckpt_dir: member i is cached under ``ckpt_dir/member<i>``; None: not cached.
+    ensemble_variables: a ready ensemble (every leaf with a leading axis of size M);
+      skips training.
+    k: importance samples per image (latent-variable models).
+    max_latents: bound on members x images x ``k`` per compiled call.
+    name: ``'waic'``.
+    seed: seeds the importance samples.
+    progress: show progress bars (training and scoring).
+    chunk_size: images per compiled call, at most.
+  """
   name: str = "waic"
+  members: int = 5
+  train_config: TrainConfig | None = None
+  ckpt_dir: str | None = None
+  ensemble_variables: Any = None
+  k: int = 16
+  max_latents: int = 2560
 
   def images_per_chunk(self) -> int:
     m = self.members if self.ensemble_variables is None else ensemble_size(self.ensemble_variables)

@@ -7,6 +7,8 @@ model and training configuration; restoring into a different one is an error.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from typing import Any
 
@@ -14,6 +16,24 @@ import jax
 import orbax.checkpoint as ocp
 
 from ood_jax.errors import CheckpointError
+from ood_jax.train.config import TrainConfig
+
+
+def as_json(meta: dict) -> dict:
+  """``meta`` as it reads back from JSON (tuples become lists), for comparisons."""
+  return json.loads(json.dumps(meta))
+
+
+def with_new_config_defaults(saved: dict, requested: dict) -> dict:
+  """``saved`` with the ``config`` fields it lacks but ``requested`` has filled with their
+  ``TrainConfig`` defaults: a checkpoint written before a field existed was trained the
+  way its default trains (new fields default to the old behaviour)."""
+  cfg, want = saved.get("config"), requested.get("config")
+  if not isinstance(cfg, dict) or not isinstance(want, dict):
+    return saved
+  defaults = as_json({f.name: f.default for f in dataclasses.fields(TrainConfig)})
+  missing = {k: defaults[k] for k in want if k not in cfg and k in defaults}
+  return {**saved, "config": {**cfg, **missing}} if missing else saved
 
 
 def manager(directory: str, keep: int = 2) -> ocp.CheckpointManager:
@@ -45,6 +65,8 @@ def restore(mngr: ocp.CheckpointManager, target: Any, meta: dict,
     raise CheckpointError(
         f"checkpoint {where} is corrupt or unreadable ({type(e).__name__}: {str(e)[:200]}). "
         f"Delete {mngr.directory} to train from scratch.") from e
+  meta = as_json(meta)
+  saved_meta = with_new_config_defaults(saved_meta, meta)
   diffs = {k: (saved_meta.get(k), v) for k, v in meta.items() if saved_meta.get(k) != v}
   if diffs:
     lines = "; ".join(f"{k}: checkpoint has {a!r}, requested {b!r}" for k, (a, b) in diffs.items())

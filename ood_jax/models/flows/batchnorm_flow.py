@@ -2,16 +2,19 @@
 
 Per channel ``y = (x - mean) / sqrt(var + eps) * exp(log_gamma) + beta``.
 
-* ``train=True``: ``mean``/``var`` are the (biased) batch statistics over N, H, W; the
-  per-sample logdet is ``H * W * sum(log_gamma - 0.5 * log(var + eps))`` with the batch
-  variance, i.e. the log-det of the per-sample map with the batch statistics held fixed
-  (the map of the whole batch is not a bijection: its output has mean ``beta`` whatever the
-  input, so its Jacobian is singular). Running averages are updated
+* ``forward_and_log_det(x, train=True)``: ``mean``/``var`` are the (biased) batch statistics
+  over N, H, W; the per-sample logdet is ``H * W * sum(log_gamma - 0.5 * log(var + eps))``
+  with the batch variance, i.e. the log-det of the per-sample map with the batch statistics
+  held fixed (the map of the whole batch is not a bijection: its output has mean ``beta``
+  whatever the input, so its Jacobian is singular). It depends on the batch, so it is not
+  constant (``constant_log_det(True)`` is False). Running averages are updated
   (``ra = momentum * ra + (1 - momentum) * batch``) only when the caller passes
   ``mutable=['batch_stats']`` (and never during ``init``).
-* ``train=False``: the running averages; an exact per-sample bijection.
-* ``reverse=True`` needs ``train=False``: the batch statistics of ``x`` cannot be read off ``y``.
-logdet in nats per sample; the negative for ``reverse=True``.
+* ``train=False``: the running averages; an exact per-sample bijection with a constant
+  log-det.
+* ``inverse_and_log_det(y)`` always uses the running averages (the batch statistics of ``x``
+  cannot be read off ``y``).
+logdet in nats per sample; the inverse's is the negative.
 """
 
 from __future__ import annotations
@@ -19,8 +22,6 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
-from ood_jax.errors import InvalidInputError
 
 
 def channel_moments(module: nn.Module, x: jax.Array, train: bool,
@@ -46,23 +47,38 @@ def channel_moments(module: nn.Module, x: jax.Array, train: bool,
 
 
 class BatchNormFlow(nn.Module):
-  """Invertible batch normalisation with learnable ``log_gamma`` and ``beta``."""
+  """Invertible batch normalisation with learnable ``log_gamma`` and ``beta`` (bijector)."""
   momentum: float = 0.9
   eps: float = 1e-5
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool, reverse: bool = False):
+  def _params(self, x: jax.Array, train: bool):
+    """``(log_gamma, beta, mean, inv_std)``, ``[C]`` each (batch or running statistics)."""
     c = x.shape[-1]
     log_gamma = self.param("log_gamma", nn.initializers.zeros, (c,), jnp.float32)
     beta = self.param("beta", nn.initializers.zeros, (c,), jnp.float32)
-    if train and reverse:
-      raise InvalidInputError(
-          "BatchNormFlow: reverse=True needs train=False (running statistics); the batch"
-          " statistics of x cannot be recovered from y.")
     mean, var = channel_moments(self, x, train, self.momentum)
-    inv_std = jax.lax.rsqrt(var + self.eps)
+    return log_gamma, beta, mean, jax.lax.rsqrt(var + self.eps)
+
+  @staticmethod
+  def _log_det(x: jax.Array, log_gamma: jax.Array, inv_std: jax.Array) -> jax.Array:
     logdet = x.shape[1] * x.shape[2] * jnp.sum(log_gamma + jnp.log(inv_std))
-    logdet = jnp.full((x.shape[0],), logdet, jnp.float32)
-    if reverse:
-      return (x - beta) * jnp.exp(-log_gamma) / inv_std + mean, -logdet
-    return (x - mean) * inv_std * jnp.exp(log_gamma) + beta, logdet
+    return jnp.full((x.shape[0],), logdet, jnp.float32)
+
+  def forward_and_log_det(self, x: jax.Array, train: bool = False):
+    log_gamma, beta, mean, inv_std = self._params(x, train)
+    y = (x - mean) * inv_std * jnp.exp(log_gamma) + beta
+    return y, self._log_det(x, log_gamma, inv_std)
+
+  def inverse_and_log_det(self, y: jax.Array):
+    """Eval mode (running statistics)."""
+    log_gamma, beta, mean, inv_std = self._params(y, False)
+    x = (y - beta) * jnp.exp(-log_gamma) / inv_std + mean
+    return x, -self._log_det(y, log_gamma, inv_std)
+
+  @nn.nowrap
+  def constant_log_det(self, train: bool) -> bool:
+    return not train
+
+  def __call__(self, x: jax.Array, train: bool = False):
+    return self.forward_and_log_det(x, train)

@@ -4,13 +4,23 @@
 ``s = scale * tanh(raw)`` (``scale`` a learnable per-channel factor, initialised to 1);
 the additive coupling has ``s = 0``. ``cond``/``out`` come from ``masks.mask_pair``; for the
 binary masks this is ``y = b * x + (1 - b) * (x * exp(s) + t)``. Because the st-network only
-sees entries that the layer leaves unchanged, the inverse is exact.
-logdet (nats, per sample) ``= sum(out * s)``; the negative for ``reverse=True``.
+sees entries that the layer leaves unchanged, ``(s, t)`` computed from ``y`` equal those
+computed from ``x`` and the inverse ``x = (y - t) * exp(-s)`` is exact (one shared
+``_shift_and_log_scale`` for both directions).
+logdet (nats, per sample) ``= sum(out * s)``, input-dependent for the affine coupling and
+0 for the additive one (``constant_log_det``); the inverse's is the negative.
 
 The ``channel`` mask is computed by slicing instead of multiplying (same map, half the
 st-network input and output): the st-network sees only the ``Ca`` conditioning channels and
 returns ``2 * Cb`` (affine) or ``Cb`` (additive) channels for the ``Cb`` transformed ones,
 and ``scale`` has ``Cb`` entries.
+
+Intermediates (for analyses of the couplings, Kirichenko et al.): the forward map ``sow``s
+into collection ``'intermediates'`` the keys ``'x_in'`` (layer input, ``N x H x W x C``),
+``'s'`` and ``'t'`` (log-scale and shift as applied: ``N x H x W x C``, zero outside ``out``;
+``N x H x W x Cb`` for the ``channel`` mask; ``s`` is 0 for the additive coupling) and
+``'y_out'`` (output, ``N x H x W x C``); each a 1-tuple per call. They are stored only when
+the caller passes ``mutable=['intermediates']`` (otherwise ``sow`` does nothing).
 """
 
 from __future__ import annotations
@@ -22,6 +32,8 @@ import jax
 import jax.numpy as jnp
 
 from ood_jax.models.flows.masks import mask_pair
+
+SOW_KEYS = ("x_in", "s", "t", "y_out")
 
 
 class SimpleSTNet(nn.Module):
@@ -41,12 +53,13 @@ class SimpleSTNet(nn.Module):
 
 
 class Coupling(nn.Module):
-  """Affine (``additive=False``) or additive coupling on mask ``mask`` / ``index``.
+  """Affine (``additive=False``) or additive coupling on mask ``mask`` / ``index`` (bijector).
 
   ``st_net`` (optional) is called as ``st_net(h, train)`` and must return ``2 * C`` channels
   (raw scale, then shift) for the affine coupling or ``C`` (shift) for the additive one
   (``2 * Cb`` / ``Cb`` for the ``channel`` mask, see the module docstring); by default a
-  ``SimpleSTNet`` with ``hidden`` channels.
+  ``SimpleSTNet`` with ``hidden`` channels. ``train`` is the st-network's BatchNorm mode;
+  the inverse runs it in eval mode.
   """
   mask: str = "checkerboard"
   index: int = 0
@@ -54,48 +67,66 @@ class Coupling(nn.Module):
   st_net: Optional[nn.Module] = None
   hidden: int = 16
 
-  def _transform(self, x: jax.Array, h: jax.Array, reverse: bool, out=None):
-    """Applies the affine / additive map to ``x`` given st-net output ``h``; ``(y, logdet)``."""
-    c = x.shape[-1]
+  @nn.compact
+  def _st(self, h: jax.Array, c: int, train: bool) -> tuple[jax.Array, jax.Array]:
+    """``(s, t)`` for ``c`` transformed channels from the conditioning input ``h``."""
+    features = c if self.additive else 2 * c
+    net = self.st_net if self.st_net is not None else SimpleSTNet(features, self.hidden,
+                                                                  name="st_net")
+    out = net(h, train)
     if self.additive:
-      s, t = jnp.zeros_like(x), h
-    else:
-      scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
-      s = scale * jnp.tanh(h[..., :c])
-      t = h[..., c:]
-    if out is not None:
-      s, t = out * s, out * t
-    if reverse:
-      return (x - t) * jnp.exp(-s), -jnp.sum(s, axis=(1, 2, 3))
-    return x * jnp.exp(s) + t, jnp.sum(s, axis=(1, 2, 3))
+      return jnp.zeros_like(out), out
+    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+    return scale * jnp.tanh(out[..., :c]), out[..., c:]
 
-  def _net(self, features: int) -> nn.Module:
-    if self.st_net is not None:
-      return self.st_net
-    return SimpleSTNet(features, self.hidden, name="st_net")
-
-  def _channel(self, x: jax.Array, train: bool, reverse: bool):
-    """The ``channel`` mask by slicing: condition on one half, transform the other."""
+  def _halves(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``channel`` mask: ``(conditioning half, transformed half)``."""
     c = x.shape[-1]
     if c < 2:
       mask_pair("channel", tuple(x.shape[1:]), self.index)  # raises InvalidInputError
-    half = c // 2
-    first, second = x[..., :half], x[..., half:]
-    xa, xb = (first, second) if self.index % 2 == 0 else (second, first)
-    cb = xb.shape[-1]
-    h = self._net(cb if self.additive else 2 * cb)(xa, train)
-    yb, logdet = self._transform(xb, h, reverse)
-    y = jnp.concatenate([xa, yb] if self.index % 2 == 0 else [yb, xa], axis=-1)
-    return y, logdet
+    first, second = x[..., :c // 2], x[..., c // 2:]
+    return (first, second) if self.index % 2 == 0 else (second, first)
 
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool, reverse: bool = False):
+  def _merge(self, xa: jax.Array, xb: jax.Array) -> jax.Array:
+    """Inverse of ``_halves``."""
+    return jnp.concatenate([xa, xb] if self.index % 2 == 0 else [xb, xa], axis=-1)
+
+  def _shift_and_log_scale(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
+    """``(s, t)`` of the transformed entries; the same for ``x`` and its image ``y``."""
     if self.mask == "channel":
-      return self._channel(x, train, reverse)
-    c = x.shape[-1]
+      xa, xb = self._halves(x)
+      return self._st(xa, xb.shape[-1], train)
     cond, out = mask_pair(self.mask, tuple(x.shape[1:]), self.index)
-    h = self._net(c if self.additive else 2 * c)(x * cond, train)
-    return self._transform(x, h, reverse, out)
+    s, t = self._st(x * cond, x.shape[-1], train)
+    return out * s, out * t
+
+  def forward_and_log_det(self, x: jax.Array, train: bool = False):
+    s, t = self._shift_and_log_scale(x, train)
+    if self.mask == "channel":
+      xa, xb = self._halves(x)
+      y = self._merge(xa, xb * jnp.exp(s) + t)
+    else:
+      y = x * jnp.exp(s) + t
+    for key, value in zip(SOW_KEYS, (x, s, t, y)):
+      self.sow("intermediates", key, value)
+    return y, jnp.sum(s, axis=(1, 2, 3))
+
+  def inverse_and_log_det(self, y: jax.Array):
+    s, t = self._shift_and_log_scale(y, False)
+    if self.mask == "channel":
+      ya, yb = self._halves(y)
+      x = self._merge(ya, (yb - t) * jnp.exp(-s))
+    else:
+      x = (y - t) * jnp.exp(-s)
+    return x, -jnp.sum(s, axis=(1, 2, 3))
+
+  @nn.nowrap
+  def constant_log_det(self, train: bool) -> bool:
+    del train
+    return bool(self.additive)
+
+  def __call__(self, x: jax.Array, train: bool = False):
+    return self.forward_and_log_det(x, train)
 
 
 def AffineCoupling(**kwargs) -> Coupling:  # pylint: disable=invalid-name

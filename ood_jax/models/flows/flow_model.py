@@ -9,6 +9,11 @@ A subclass maps pixels ``y`` in ``[0, 1)^D`` to standard-normal latents and back
 * ``decode_unit(eps, temperature) -> y``: the inverse in eval mode, with every latent drawn as
   ``mean + temperature * std * eps``; ``temperature = 1`` inverts ``encode_unit`` exactly.
 * ``latent_shapes() -> [(H, W, C), ...]``: the shapes of the ``eps`` list (per image).
+* ``constant_volume`` (property): whether ``logdet`` is input-independent (CV-Glow).
+
+The layers are bijectors (``forward_and_log_det`` / ``inverse_and_log_det`` /
+``constant_log_det``, composed with ``chain.Chain``); coupling layers ``sow`` their input,
+``s``, ``t`` and output into ``'intermediates'`` (pass ``mutable=['intermediates']``).
 
 Discrete likelihood (nats per image of the 8-bit data). Uniform dequantisation
 ``y = (x + u) / 256``, ``u ~ U[0, 1)^D``, gives the usual lower bound
@@ -30,6 +35,7 @@ import jax.numpy as jnp
 
 from ood_jax.data.pixels import LOG_256
 from ood_jax.errors import InvalidInputError
+from ood_jax.models.inputs import check_images
 
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -45,19 +51,6 @@ def gaussian_log_density(z: jax.Array, mean=0.0, logs=0.0) -> jax.Array:
 def quantize(y: jax.Array) -> jax.Array:
   """Pixels in ``[0, 1)`` -> uint8 levels ``floor(256 y)`` clipped to ``0..255``."""
   return jnp.clip(jnp.floor(256.0 * y), 0, 255).astype(jnp.uint8)
-
-
-def check_images(x, image_shape, model: str) -> jax.Array:
-  """``x`` as a uint8 jax array ``N x H x W x C`` of the model's shape, or InvalidInputError."""
-  x = jnp.asarray(x)
-  if x.dtype != jnp.uint8:
-    raise InvalidInputError(
-        f"{model}: expected uint8 images (8-bit levels 0..255), got dtype {x.dtype}.")
-  if x.ndim != 4 or tuple(x.shape[1:]) != tuple(image_shape):
-    raise InvalidInputError(
-        f"{model}: expected images N x {' x '.join(map(str, image_shape))}, got shape"
-        f" {tuple(x.shape)}.")
-  return x
 
 
 def check_image_shape(image_shape, levels: int, model: str) -> tuple[int, int, int]:
@@ -77,6 +70,12 @@ def check_image_shape(image_shape, levels: int, model: str) -> tuple[int, int, i
 class FlowModel(nn.Module):
   """Base class: the model protocol of ``docs/DESIGN.md`` on top of ``encode_unit`` /
   ``decode_unit`` (see the module docstring). Subclasses set ``image_shape``."""
+
+  @property
+  def constant_volume(self) -> bool:
+    """Whether ``log|det dz/dy|`` is the same for every input (subclasses decide from their
+    layers' ``constant_log_det``; False here: not known to be constant)."""
+    return False
 
   @property
   def num_dims(self) -> int:

@@ -22,6 +22,13 @@ Parameter paths (ROSE scores the 1x1 convs): ``level_{l}/step{k}/invconv/...``, 
 1x1-conv parameter has ``invconv`` in its path: ``lower``, ``upper``, ``log_s`` (LU; the fixed
 ``perm`` and ``sign_s`` are in the ``flow_constants`` collection) or ``kernel`` (plain).
 
+Every step is a ``Chain`` of bijector layers (``forward_and_log_det`` /
+``inverse_and_log_det``); ``Glow.constant_volume`` says whether the flow's log-det is
+input-independent (CV-Glow), from the layers' ``constant_log_det`` declarations.
+
+Model specs: ``GLOW_SPEC`` (``'glow'``) and ``CV_GLOW_SPEC`` (``'cv_glow'``), the same presets
+with ``additive`` False / True; ROSE scores ``*invconv*``; no BatchNorm.
+
 Presets (``make_glow`` / ``make_cv_glow``; grey / colour):
 
 * ``paper``: L x K = 2 x 16, hidden 200 (grey) / 3 x 8, hidden 400 (colour).
@@ -31,46 +38,65 @@ Presets (``make_glow`` / ``make_cv_glow``; grey / colour):
 
 from __future__ import annotations
 
+from typing import Optional
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ood_jax.errors import InvalidInputError, UnknownNameError
+from ood_jax.errors import InvalidInputError
 from ood_jax.models.flows.actnorm import ActNorm
+from ood_jax.models.flows.chain import Chain
 from ood_jax.models.flows.coupling import Coupling
 from ood_jax.models.flows.flow_model import FlowModel, check_image_shape, gaussian_log_density
 from ood_jax.models.flows.invconv import InvConv1x1, InvConv1x1LU
-from ood_jax.models.flows.squeeze import squeeze2x2, unsqueeze2x2
+from ood_jax.models.flows.squeeze import Squeeze
 from ood_jax.models.flows.stnets import GlowSTNet
+from ood_jax.models.spec import ModelSpec
+from ood_jax.registry import choose
 
 
 class GlowStep(nn.Module):
-  """ActNorm -> 1x1 conv -> coupling; ``__call__(h, train, reverse) -> (h, logdet)``."""
+  """ActNorm -> 1x1 conv -> coupling, a ``Chain`` (bijector on ``N x H x W x C``, C >= 2)."""
   hidden: int
   additive: bool = False
   lu: bool = True
 
-  @nn.compact
-  def __call__(self, h: jax.Array, train: bool, reverse: bool = False):
-    c = h.shape[-1]
+  @nn.nowrap
+  def _layers(self, c: int, **where) -> list[nn.Module]:
+    """The step's layers for ``c`` channels (``where``: ``parent=None`` for unbound probes)."""
     cb = c - c // 2
     net = GlowSTNet(cb if self.additive else 2 * cb, self.hidden, parent=None)
-    layers = [ActNorm(name="actnorm"),
-              (InvConv1x1LU if self.lu else InvConv1x1)(name="invconv"),
-              Coupling(mask="channel", index=0, additive=self.additive, st_net=net,
-                       name="coupling")]
-    logdet = jnp.zeros((h.shape[0],), jnp.float32)
-    for layer in (reversed(layers) if reverse else layers):
-      h, ld = layer(h, train, reverse)
-      logdet = logdet + ld
-    return h, logdet
+    conv = InvConv1x1LU if self.lu else InvConv1x1
+    return [ActNorm(name="actnorm", **where), conv(name="invconv", **where),
+            Coupling(mask="channel", index=0, additive=self.additive, st_net=net,
+                     name="coupling", **where)]
+
+  @nn.compact
+  def _chain(self, c: int) -> Chain:
+    return Chain(self._layers(c), name="chain")
+
+  def forward_and_log_det(self, h: jax.Array, train: bool = False):
+    return self._chain(h.shape[-1]).forward_and_log_det(h, train)
+
+  def inverse_and_log_det(self, h: jax.Array):
+    return self._chain(h.shape[-1]).inverse_and_log_det(h)
+
+  @nn.nowrap
+  def constant_log_det(self, train: bool) -> bool:
+    """From the layers' own declarations (ActNorm, 1x1 conv: yes; coupling iff additive)."""
+    return Chain(self._layers(2, parent=None), parent=None).constant_log_det(train)
+
+  def __call__(self, h: jax.Array, train: bool = False):
+    return self.forward_and_log_det(h, train)
 
 
 class GlowLevel(nn.Module):
-  """Squeeze, ``steps`` Glow steps and (``split``) a factored-out half with a learned prior.
+  """Squeeze and ``steps`` Glow steps (one ``Chain``), then (``split``) a factored-out half
+  of the channels with a learned conditional prior.
 
-  ``__call__(h, train)`` -> ``(h_kept, eps or None, log p(z_split), logdet)``;
-  ``__call__(h_kept, False, reverse=True, eps=eps, temperature=T)`` -> ``h``.
+  ``encode(h, train)`` -> ``(h_kept, eps or None, log p(z_split), logdet)``;
+  ``decode(h_kept, eps, temperature)`` -> ``h`` (eval mode).
   """
   steps: int
   hidden: int
@@ -78,34 +104,40 @@ class GlowLevel(nn.Module):
   additive: bool = False
   lu: bool = True
 
-  def _prior(self, h1: jax.Array, c2: int):
-    out = nn.Conv(2 * c2, (3, 3), padding="SAME", kernel_init=nn.initializers.zeros,
-                  bias_init=nn.initializers.zeros, name="prior")(h1)
+  @nn.compact
+  def _modules(self, c2: int) -> tuple[Chain, Optional[nn.Module]]:
+    """``(chain, prior conv or None)``; ``c2`` the channels factored out."""
+    chain = Chain([Squeeze(name="squeeze")]
+                  + [GlowStep(self.hidden, self.additive, self.lu, name=f"step{k}")
+                     for k in range(self.steps)], name="chain")
+    prior = None
+    if self.split:
+      prior = nn.Conv(2 * c2, (3, 3), padding="SAME", kernel_init=nn.initializers.zeros,
+                      bias_init=nn.initializers.zeros, name="prior")
+    return chain, prior
+
+  @staticmethod
+  def _mean_logs(prior: nn.Module, h1: jax.Array, c2: int):
+    out = prior(h1)
     return out[..., :c2], out[..., c2:]
 
-  @nn.compact
-  def __call__(self, h: jax.Array, train: bool, reverse: bool = False, eps=None,
-               temperature: float = 1.0):
-    steps = [GlowStep(self.hidden, self.additive, self.lu, name=f"step{k}")
-             for k in range(self.steps)]
-    if reverse:
-      if self.split:
-        mean, logs = self._prior(h, eps.shape[-1])
-        h = jnp.concatenate([h, mean + temperature * jnp.exp(logs) * eps], axis=-1)
-      for step in reversed(steps):
-        h, _ = step(h, False, True)
-      return unsqueeze2x2(h)
-    h = squeeze2x2(h)
-    logdet = jnp.zeros((h.shape[0],), jnp.float32)
-    for step in steps:
-      h, ld = step(h, train)
-      logdet = logdet + ld
+  def encode(self, h: jax.Array, train: bool = False):
+    c = 4 * h.shape[-1]
+    c2 = c - c // 2
+    chain, prior = self._modules(c2)
+    h, logdet = chain.forward_and_log_det(h, train)
     if not self.split:
       return h, None, jnp.zeros_like(logdet), logdet
-    keep = h.shape[-1] // 2
-    h1, z2 = h[..., :keep], h[..., keep:]
-    mean, logs = self._prior(h1, z2.shape[-1])
+    h1, z2 = h[..., :c // 2], h[..., c // 2:]
+    mean, logs = self._mean_logs(prior, h1, c2)
     return h1, (z2 - mean) * jnp.exp(-logs), gaussian_log_density(z2, mean, logs), logdet
+
+  def decode(self, h: jax.Array, eps: Optional[jax.Array] = None, temperature: float = 1.0):
+    chain, prior = self._modules(eps.shape[-1] if self.split else 0)
+    if self.split:
+      mean, logs = self._mean_logs(prior, h, eps.shape[-1])
+      h = jnp.concatenate([h, mean + temperature * jnp.exp(logs) * eps], axis=-1)
+    return chain.inverse_and_log_det(h)[0]
 
 
 class Glow(FlowModel):
@@ -132,6 +164,14 @@ class Glow(FlowModel):
     self.top_mean = self.param("top_mean", nn.initializers.zeros, top, jnp.float32)
     self.top_logs = self.param("top_logs", nn.initializers.zeros, top, jnp.float32)
 
+  @property
+  def constant_volume(self) -> bool:
+    """Whether ``log|det dz/dy|`` is the same for every input, in both modes: True iff every
+    step's layers declare a constant log-det (``constant_log_det``), i.e. for CV-Glow
+    (additive couplings; ActNorm and the 1x1 convs are constant, the squeezes 0)."""
+    step = GlowStep(self.hidden, self.additive, self.lu, parent=None)
+    return step.constant_log_det(False) and step.constant_log_det(True)
+
   def latent_shapes(self) -> list[tuple[int, int, int]]:
     """Per-image shapes of the split latents (one per level but the last), then the top's."""
     h, w, c = self.image_shape
@@ -150,7 +190,7 @@ class Glow(FlowModel):
     log_pz = jnp.zeros((y.shape[0],), jnp.float32)
     eps = []
     for level in self.level:
-      h, e, lpz, ld = level(h, train)
+      h, e, lpz, ld = level.encode(h, train)
       logdet, log_pz = logdet + ld, log_pz + lpz
       if e is not None:
         eps.append(e)
@@ -163,7 +203,7 @@ class Glow(FlowModel):
     h = self.top_mean + temperature * jnp.exp(self.top_logs) * eps[-1]
     for l in reversed(range(self.levels)):
       e = eps[l] if l < self.levels - 1 else None
-      h = self.level[l](h, False, reverse=True, eps=e, temperature=temperature)
+      h = self.level[l].decode(h, e, temperature)
     return h + 0.5
 
 
@@ -174,18 +214,36 @@ _PRESETS = {
 }
 
 
+_TRAIN_DEFAULTS = dict(warmup_steps=200, clip_grad_norm=100.0)
+_BUDGETS = {"cpu": {"epochs": 1}}
+
+GLOW_SPEC = ModelSpec(
+    name="glow", module=Glow, presets=_PRESETS, defaults={"additive": False},
+    train_defaults=_TRAIN_DEFAULTS, budgets=_BUDGETS, rose_layers=("*invconv*",),
+    has_batchnorm=False,
+    about="Glow (Kingma & Dhariwal 2018): ActNorm, LU 1x1 convs, affine couplings.")
+
+CV_GLOW_SPEC = ModelSpec(
+    name="cv_glow", module=Glow, presets=_PRESETS, defaults={"additive": True},
+    train_defaults=_TRAIN_DEFAULTS, budgets=_BUDGETS, rose_layers=("*invconv*",),
+    has_batchnorm=False,
+    about="CV-Glow (Nalisnick et al. 2019): Glow with additive couplings (constant volume).")
+
+
+def _build(spec: ModelSpec, preset: str, image_shape, overrides) -> Glow:
+  """``spec.module(image_shape=..., **{**defaults, **preset settings, **overrides})``."""
+  choose(f"{spec.name} preset", preset, spec.presets)
+  shape = tuple(int(s) for s in image_shape)
+  settings = spec.presets[preset][1 if shape[-1] == 1 else 3]
+  return spec.module(image_shape=shape, **{**spec.defaults, **settings, **overrides})
+
+
 def make_glow(preset: str, image_shape, **overrides) -> Glow:
   """``Glow`` (affine couplings) with the settings of ``preset`` (``smoke``, ``cpu``,
   ``paper``) for grey or colour ``image_shape``; ``overrides`` replace any attribute."""
-  if preset not in _PRESETS:
-    raise UnknownNameError(
-        f"unknown preset {preset!r} for model 'glow'; known: {', '.join(_PRESETS)}.")
-  shape = tuple(int(s) for s in image_shape)
-  settings = dict(_PRESETS[preset][1 if shape[-1] == 1 else 3], additive=False)
-  settings.update(overrides)
-  return Glow(image_shape=shape, **settings)
+  return _build(GLOW_SPEC, preset, image_shape, overrides)
 
 
 def make_cv_glow(preset: str, image_shape, **overrides) -> Glow:
   """CV-Glow: ``make_glow`` with additive couplings (constant volume given the 1x1 convs)."""
-  return make_glow(preset, image_shape, **{"additive": True, **overrides})
+  return _build(CV_GLOW_SPEC, preset, image_shape, overrides)

@@ -1,7 +1,8 @@
 """Glow's invertible 1x1 convolution, plain and LU-parametrised.
 
 Every pixel's channel vector is multiplied by a ``C x C`` matrix: ``y[n, i, j] = W @ x[n, i, j]``.
-logdet (nats, per sample) ``= H * W_img * log|det W|``; the negative for ``reverse=True``.
+logdet (nats, per sample) ``= H * W_img * log|det W|``, the same for every input; the
+inverse's is the negative.
 
 * ``InvConv1x1``: ``W`` is a parameter ``kernel`` initialised as a random orthogonal matrix;
   ``log|det W|`` via ``slogdet``.
@@ -29,19 +30,42 @@ def _apply(w: jax.Array, x: jax.Array) -> jax.Array:
   return jnp.einsum("dc,nhwc->nhwd", w, x)
 
 
-class InvConv1x1(nn.Module):
+def _log_det(x: jax.Array, log_abs_det_w: jax.Array) -> jax.Array:
+  """``H * W * log|det W|`` for each of the N samples of ``x``, float32 ``[N]``."""
+  return jnp.full((x.shape[0],), x.shape[1] * x.shape[2] * log_abs_det_w, jnp.float32)
+
+
+class _InvConv(nn.Module):
+  """Shared bijector methods; subclasses define ``_weight(c) -> (W, log|det W|)``."""
+
+  def _weight(self, c: int) -> tuple[jax.Array, jax.Array]:
+    raise NotImplementedError
+
+  def forward_and_log_det(self, x: jax.Array, train: bool = False):
+    del train
+    w, log_abs_det = self._weight(x.shape[-1])
+    return _apply(w, x), _log_det(x, log_abs_det)
+
+  def inverse_and_log_det(self, y: jax.Array):
+    w, log_abs_det = self._weight(y.shape[-1])
+    return _apply(jnp.linalg.inv(w), y), -_log_det(y, log_abs_det)
+
+  @nn.nowrap
+  def constant_log_det(self, train: bool) -> bool:
+    del train
+    return True
+
+  def __call__(self, x: jax.Array, train: bool = False):
+    return self.forward_and_log_det(x, train)
+
+
+class InvConv1x1(_InvConv):
   """Plain invertible 1x1 conv with a free ``C x C`` kernel."""
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool, reverse: bool = False):
-    del train
-    c = x.shape[-1]
+  def _weight(self, c: int) -> tuple[jax.Array, jax.Array]:
     w = self.param("kernel", lambda key: random_orthogonal(key, c))
-    logdet = x.shape[1] * x.shape[2] * jnp.linalg.slogdet(w)[1]
-    logdet = jnp.full((x.shape[0],), logdet, jnp.float32)
-    if reverse:
-      return _apply(jnp.linalg.inv(w), x), -logdet
-    return _apply(w, x), logdet
+    return w, jnp.linalg.slogdet(w)[1]
 
 
 def lu_weight(perm, sign, lower, upper, log_s) -> tuple[jax.Array, jax.Array]:
@@ -53,11 +77,12 @@ def lu_weight(perm, sign, lower, upper, log_s) -> tuple[jax.Array, jax.Array]:
   return perm @ l_mat @ u_mat, log_s
 
 
-class InvConv1x1LU(nn.Module):
+class InvConv1x1LU(_InvConv):
   """LU-parametrised invertible 1x1 conv (Glow, section 3.2)."""
 
-  def _variables(self, c: int):
-    """Creates (during ``init``) or reads ``perm, sign_s, lower, upper, log_s``."""
+  @nn.compact
+  def _weight(self, c: int) -> tuple[jax.Array, jax.Array]:
+    """Creates (during ``init``) or reads ``perm, sign_s, lower, upper, log_s``; ``(W, sum log_s)``."""
     eye = jnp.eye(c, dtype=jnp.float32)
     decomposition = (eye, eye, eye, jnp.ones((c,), jnp.float32))  # shapes only (flax checks)
     if self.is_initializing() and not self.has_variable("flow_constants", "perm"):
@@ -69,7 +94,8 @@ class InvConv1x1LU(nn.Module):
     lower = self.param("lower", lambda _: jnp.tril(decomposition[1], -1))
     upper = self.param("upper", lambda _: jnp.triu(decomposition[2], 1))
     log_s = self.param("log_s", lambda _: jnp.log(jnp.abs(decomposition[3])))
-    return perm, sign, lower, upper, log_s
+    w, log_s = lu_weight(perm, sign, lower, upper, log_s)
+    return w, jnp.sum(log_s)
 
   def weight(self) -> tuple[jax.Array, jax.Array]:
     """``(W, log_s)`` of bound variables (``layer.apply(variables, method='weight')``)."""
@@ -77,13 +103,3 @@ class InvConv1x1LU(nn.Module):
                      self.get_variable("flow_constants", "sign_s"),
                      self.get_variable("params", "lower"), self.get_variable("params", "upper"),
                      self.get_variable("params", "log_s"))
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool, reverse: bool = False):
-    del train
-    w, log_s = lu_weight(*self._variables(x.shape[-1]))
-    logdet = x.shape[1] * x.shape[2] * jnp.sum(log_s)
-    logdet = jnp.full((x.shape[0],), logdet, jnp.float32)
-    if reverse:
-      return _apply(jnp.linalg.inv(w), x), -logdet
-    return _apply(w, x), logdet

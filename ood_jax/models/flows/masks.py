@@ -22,7 +22,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from ood_jax.errors import InvalidInputError, UnknownNameError
+from ood_jax.errors import InvalidInputError
+from ood_jax.registry import choose
 
 MASK_KINDS = ("checkerboard", "channel", "horizontal", "vertical", "cycle")
 
@@ -83,6 +84,7 @@ def mask_pair(kind: str, shape: tuple[int, int, int],
               index: int) -> tuple[jnp.ndarray, jnp.ndarray]:
   """``(cond, out)`` float32 ``H x W x C`` masks of coupling ``index`` of mask ``kind``."""
   h, w, c = shape
+  choose("mask kind", kind, MASK_KINDS)
   if kind == "cycle":
     if h % 2 or w % 2:
       raise InvalidInputError(f"cycle mask: height and width must be even, got {h} x {w}.")
@@ -97,10 +99,8 @@ def mask_pair(kind: str, shape: tuple[int, int, int],
     if h < 2:
       raise InvalidInputError(f"horizontal mask: needs at least 2 rows, got {h}.")
     b = horizontal(shape, index % 2 == 0)
-  elif kind == "vertical":
+  else:  # vertical
     if w < 2:
       raise InvalidInputError(f"vertical mask: needs at least 2 columns, got {w}.")
     b = vertical(shape, index % 2 == 0)
-  else:
-    raise UnknownNameError(f"unknown mask kind {kind!r}; known kinds: {', '.join(MASK_KINDS)}.")
   return jnp.asarray(b), jnp.asarray(1.0 - b)

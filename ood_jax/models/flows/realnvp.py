@@ -20,7 +20,11 @@ uses the batch statistics, so a sample's likelihood depends on its batch (the lo
 of the per-sample map with the statistics held fixed); ``train=False`` the running averages.
 Running averages change only when the caller passes ``mutable=['batch_stats']``.
 
-Presets (``make_realnvp``; ``preset``: grey / colour settings):
+Every scale is a ``Chain`` of bijector layers (``forward_and_log_det`` /
+``inverse_and_log_det``); the couplings ``sow`` their input, ``s``, ``t`` and output
+(``mutable=['intermediates']``). Model spec: ``SPEC`` (``'realnvp'``).
+
+Presets (``make_realnvp`` / ``SPEC.presets``; ``preset``: grey / colour settings):
 
 * ``paper`` (Song et al. = Dinh's settings): 2 scales (downscale once); 4 residual blocks,
   32 channels (grey) / 8 blocks, 64 channels (colour).
@@ -40,14 +44,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ood_jax.errors import InvalidInputError, UnknownNameError
+from ood_jax.errors import InvalidInputError
 from ood_jax.models.flows.batchnorm_flow import BatchNormFlow
+from ood_jax.models.flows.chain import Chain
 from ood_jax.models.flows.coupling import Coupling
 from ood_jax.models.flows.flow_model import FlowModel, check_image_shape, gaussian_log_density
 from ood_jax.models.flows.logit import LogitTransform
 from ood_jax.models.flows.masks import MASK_KINDS, mask_pair
-from ood_jax.models.flows.squeeze import squeeze2x2, unsqueeze2x2
+from ood_jax.models.flows.squeeze import Squeeze
 from ood_jax.models.flows.stnets import ResNetSTNet
+from ood_jax.models.spec import ModelSpec
+from ood_jax.registry import choose
 
 
 def num_couplings(kind: str, last: bool = False) -> int:
@@ -61,10 +68,11 @@ def coupling_features(kind: str, c: int) -> int:
 
 
 class RealNVPScale(nn.Module):
-  """One scale: spatial couplings (+ squeeze, channel couplings, factor-out unless ``last``).
+  """One scale: a ``Chain`` of the spatial couplings (+ squeeze and the channel couplings),
+  then, unless ``last``, half the channels factored out as a latent.
 
-  ``__call__(h, train)`` -> ``(h_kept, z or None, logdet)``;
-  ``__call__(h_kept, False, reverse=True, z=z)`` -> ``(h, logdet)``.
+  ``encode(h, train)`` -> ``(h_kept, z or None, logdet)``;
+  ``decode(h_kept, z)`` -> ``(h, log|det dh/d(h_kept, z)|)`` (eval mode).
   """
   last: bool
   width: int
@@ -77,43 +85,51 @@ class RealNVPScale(nn.Module):
   bottleneck: Optional[int] = None
   momentum: float = 0.9
 
-  def _group(self, prefix: str, kind: str, c: int, width: int) -> list[nn.Module]:
+  @nn.nowrap
+  def _group(self, prefix: str, kind: str, c: int, width: int, **where) -> list[nn.Module]:
     layers = []
     for i in range(num_couplings(kind, self.last)):
       net = ResNetSTNet(coupling_features(kind, c), width, self.num_blocks, self.st_batchnorm,
                         self.bottleneck, self.momentum, parent=None)
-      layers.append(Coupling(mask=kind, index=i, st_net=net, name=f"{prefix}coupling{i}"))
+      layers.append(Coupling(mask=kind, index=i, st_net=net, name=f"{prefix}coupling{i}",
+                             **where))
       if self.flow_batchnorm:
-        layers.append(BatchNormFlow(momentum=self.momentum, name=f"{prefix}bn{i}"))
+        layers.append(BatchNormFlow(momentum=self.momentum, name=f"{prefix}bn{i}", **where))
     return layers
 
-  @staticmethod
-  def _run(layers, h, train: bool, reverse: bool):
-    logdet = jnp.zeros((h.shape[0],), jnp.float32)
-    for layer in (reversed(layers) if reverse else layers):
-      h, ld = layer(h, train, reverse)
-      logdet = logdet + ld
-    return h, logdet
+  @nn.nowrap
+  def _layers(self, c: int, **where) -> list[nn.Module]:
+    """Spatial chain, then (not ``last``) squeeze and channel chain; ``c`` input channels
+    (``where``: ``parent=None`` for unbound probes)."""
+    layers = [Chain(self._group("", self.mask, c, self.width, **where), name="spatial",
+                    **where)]
+    if not self.last:
+      channel = self._group("channel_", self.channel_mask, 4 * c,
+                            self.width * self.width_growth, **where)
+      layers += [Squeeze(name="squeeze", **where), Chain(channel, name="channel", **where)]
+    return layers
 
   @nn.compact
-  def __call__(self, h: jax.Array, train: bool, reverse: bool = False,
-               z: Optional[jax.Array] = None):
-    c = h.shape[-1]  # channels at this scale's input
-    if reverse and not self.last:
-      c = (h.shape[-1] + z.shape[-1]) // 4
-    spatial = self._group("", self.mask, c, self.width)
+  def _chain(self, c: int) -> Chain:
+    return Chain(self._layers(c), name="chain")
+
+  def encode(self, h: jax.Array, train: bool = False):
+    h, logdet = self._chain(h.shape[-1]).forward_and_log_det(h, train)
     if self.last:
-      h, logdet = self._run(spatial, h, train, reverse)
-      return (h, logdet) if reverse else (h, None, logdet)
-    channel = self._group("channel_", self.channel_mask, 4 * c, self.width * self.width_growth)
-    if reverse:
-      h, ld2 = self._run(channel, jnp.concatenate([h, z], axis=-1), train, True)
-      h, ld1 = self._run(spatial, unsqueeze2x2(h), train, True)
-      return h, ld1 + ld2
-    h, ld1 = self._run(spatial, h, train, False)
-    h, ld2 = self._run(channel, squeeze2x2(h), train, False)
+      return h, None, logdet
     keep = h.shape[-1] // 2
-    return h[..., :keep], h[..., keep:], ld1 + ld2
+    return h[..., :keep], h[..., keep:], logdet
+
+  def decode(self, h: jax.Array, z: Optional[jax.Array] = None):
+    if self.last:
+      return self._chain(h.shape[-1]).inverse_and_log_det(h)
+    c = (h.shape[-1] + z.shape[-1]) // 4  # channels at this scale's input
+    return self._chain(c).inverse_and_log_det(jnp.concatenate([h, z], axis=-1))
+
+  @nn.nowrap
+  def constant_log_det(self, train: bool) -> bool:
+    """From the layers' declarations (affine couplings: never)."""
+    return Chain(self._layers(4, parent=None), parent=None).constant_log_det(train)
 
 
 class RealNVP(FlowModel):
@@ -138,8 +154,7 @@ class RealNVP(FlowModel):
           f" {self.num_blocks}, {self.channels}.")
     shape = check_image_shape(self.image_shape, int(self.num_scales) - 1, "RealNVP")
     for kind in (self.mask, self.channel_mask):
-      if kind not in MASK_KINDS:
-        raise UnknownNameError(f"RealNVP: unknown mask {kind!r}; known: {', '.join(MASK_KINDS)}.")
+      choose("RealNVP mask", kind, MASK_KINDS)
     h, w, c = shape
     for s in range(int(self.num_scales)):  # every mask must fit its scale: fail early
       mask_pair(self.mask, (h, w, c), 0)
@@ -158,6 +173,17 @@ class RealNVP(FlowModel):
                      momentum=self.bn_momentum)
         for s in range(self.num_scales)]
 
+  @property
+  def constant_volume(self) -> bool:
+    """Whether ``log|det dz/dy|`` is the same for every input in both modes (never: the
+    affine couplings and the logit depend on it); from the layers' ``constant_log_det``."""
+    layers = [LogitTransform(self.alpha, parent=None)] + [
+        RealNVPScale(s == self.num_scales - 1, 1, 1, self.mask, self.channel_mask,
+                     flow_batchnorm=self.flow_batchnorm, parent=None)
+        for s in range(self.num_scales)]
+    chain = Chain(layers, parent=None)
+    return chain.constant_log_det(False) and chain.constant_log_det(True)
+
   def latent_shapes(self) -> list[tuple[int, int, int]]:
     """Per-image shapes of the factored-out latents, then the last scale's."""
     h, w, c = self.image_shape
@@ -169,10 +195,10 @@ class RealNVP(FlowModel):
 
   def encode_unit(self, y: jax.Array, train: bool = False):
     """``y`` in ``[0, 1)`` -> ``(latents, log p(z), log|det dz/dy|)`` (nats ``[N]``)."""
-    h, logdet = self.logit(y, train)
+    h, logdet = self.logit.forward_and_log_det(y, train)
     eps = []
     for scale in self.scales:
-      h, z, ld = scale(h, train)
+      h, z, ld = scale.encode(h, train)
       logdet = logdet + ld
       if z is not None:
         eps.append(z)
@@ -185,8 +211,8 @@ class RealNVP(FlowModel):
     h = temperature * eps[-1]
     for s in reversed(range(self.num_scales)):
       z = None if s == self.num_scales - 1 else temperature * eps[s]
-      h, _ = self.scales[s](h, False, reverse=True, z=z)
-    return self.logit(h, False, reverse=True)[0]
+      h, _ = self.scales[s].decode(h, z)
+    return self.logit.inverse_and_log_det(h)[0]
 
 
 _PRESETS = {
@@ -201,13 +227,17 @@ _PRESETS = {
 }
 
 
+SPEC = ModelSpec(
+    name="realnvp", module=RealNVP, presets=_PRESETS,
+    train_defaults=dict(warmup_steps=200, clip_grad_norm=100.0), budgets={"cpu": {"epochs": 1}},
+    rose_layers=None, has_batchnorm=True,
+    about="RealNVP (Dinh et al. 2017): logit, affine couplings with ResNet st-nets, BatchNorm.")
+
+
 def make_realnvp(preset: str, image_shape, **overrides) -> RealNVP:
   """``RealNVP`` with the settings of ``preset`` (``smoke``, ``cpu``, ``paper``,
   ``kirichenko``) for grey or colour ``image_shape``; ``overrides`` replace any attribute."""
-  if preset not in _PRESETS:
-    raise UnknownNameError(
-        f"unknown preset {preset!r} for model 'realnvp'; known: {', '.join(_PRESETS)}.")
+  choose("realnvp preset", preset, SPEC.presets)
   shape = tuple(int(s) for s in image_shape)
-  settings = dict(_PRESETS[preset][1 if shape[-1] == 1 else 3])
-  settings.update(overrides)
-  return RealNVP(image_shape=shape, **settings)
+  settings = SPEC.presets[preset][1 if shape[-1] == 1 else 3]
+  return RealNVP(image_shape=shape, **{**SPEC.defaults, **settings, **overrides})

@@ -32,10 +32,19 @@ def unsqueeze2x2(x: jax.Array) -> jax.Array:
 
 
 class Squeeze(nn.Module):
-  """Space-to-depth as a flow layer (volume preserving)."""
+  """Space-to-depth as a flow layer (volume preserving: log-det 0 both ways)."""
 
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool, reverse: bool = False):
+  def forward_and_log_det(self, x: jax.Array, train: bool = False):
     del train
-    y = unsqueeze2x2(x) if reverse else squeeze2x2(x)
-    return y, jnp.zeros((x.shape[0],), jnp.float32)
+    return squeeze2x2(x), jnp.zeros((x.shape[0],), jnp.float32)
+
+  def inverse_and_log_det(self, y: jax.Array):
+    return unsqueeze2x2(y), jnp.zeros((y.shape[0],), jnp.float32)
+
+  @nn.nowrap
+  def constant_log_det(self, train: bool) -> bool:
+    del train
+    return True
+
+  def __call__(self, x: jax.Array, train: bool = False):
+    return self.forward_and_log_det(x, train)

@@ -1,0 +1,240 @@
+"""``Run``: everything one experiment run uses, parsed once from the command line and checked.
+
+``make_run(experiment, args)`` turns the parsed flags into one frozen ``Run`` after checking
+every name and setting (models, model preset, ``--model-args``, scores, ``--score-args``,
+``--train-args``, the experiment preset), so bad input is one clear error before any work.
+The per-model training configuration is resolved here, once:
+
+    preset.train (seed = --seed)
+      -> the model's own train_defaults, where the preset leaves that field at its default
+      -> the model's budget for this experiment preset (ModelSpec.budgets: the cpu preset
+         trains the flows 1 epoch, PixelCNN++ 0.5)
+      -> --train-steps
+      -> --train-args (explicit settings win)
+
+Settings of models (``--model-args``) and scores (``--score-args``) are ``field=value``
+(every model / score of the run that has the field) or ``name.field=value`` (that one only);
+an unknown field or a value of the wrong type is an error listing the valid fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shlex
+from typing import Any, Mapping
+
+from ood_jax import registry as settings_check
+from ood_jax.errors import InvalidInputError
+from ood_jax.experiments import configs, settings
+from ood_jax.models import registry as model_registry
+from ood_jax.scores import get_scorer, scorer_class, scorer_fields
+from ood_jax.train import TrainConfig
+
+# TrainConfig fields that do not change the trained weights (left out of checkpoint keys).
+_NOT_WEIGHTS = ("log_every", "checkpoint_every", "keep_checkpoints")
+_SCORER_CONTEXT = ("k", "seed", "progress", "train_config", "ckpt_dir")
+
+
+def split_list(text: str | None) -> list[str]:
+  """``'a, b,,c'`` -> ``['a', 'b', 'c']``."""
+  return [s.strip() for s in (text or "").split(",") if s.strip()]
+
+
+def slug(*parts) -> str:
+  """A file-name-safe join of ``parts``."""
+  return re.sub(r"[^A-Za-z0-9_.=-]+", "-", "_".join(str(p) for p in parts if p != ""))
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One experiment run: the preset, data, models, scores, every override and where to write.
+
+  ``model_args[m]`` / ``score_args[s]`` are the explicit settings of model m / score s (the
+  preset's score settings are under them in ``score_settings``); ``train_configs[m]`` the
+  resolved ``TrainConfig`` of model m; ``options`` the experiment's own flags.
+  """
+  experiment: str
+  preset: str
+  id: str
+  oods: tuple[str, ...]
+  models: tuple[str, ...]
+  scores: tuple[str, ...]
+  model_preset: str
+  model_args: Mapping[str, Mapping[str, Any]]
+  score_args: Mapping[str, Mapping[str, Any]]
+  train_args: Mapping[str, Any]
+  train_configs: Mapping[str, TrainConfig]
+  data_dir: str | None
+  out: str
+  ckpt_root: str
+  seed: int
+  progress: bool
+  n_train: int | None
+  n_eval: int | None
+  k: int
+  options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  argv: tuple[str, ...] = ()
+
+  @property
+  def config(self) -> configs.Preset:
+    return configs.get_preset(self.preset)
+
+  @property
+  def command(self) -> str:
+    """``python -m ood_jax.experiments.<experiment> <argv>``, shell-quoted."""
+    return (f"python -m ood_jax.experiments.{self.experiment} "
+            + " ".join(shlex.quote(a) for a in self.argv)).strip()
+
+  # ------------------------------------------------------------------ models
+  def make_model(self, name: str, hwc):
+    """Model ``name`` at the run's model preset with its ``--model-args``."""
+    return model_registry.make_model(name, self.model_preset, hwc, **self.model_args.get(name, {}))
+
+  def checkpoint_dir(self, name: str, model, train_set, config: TrainConfig | None = None) -> str:
+    """Where model ``name`` trained on ``train_set`` is cached: a readable slug (ID set,
+    model, model preset, explicit model settings, seed) plus a short hash of everything that
+    changes the weights (the built module, the training config, the training images)."""
+    config = config or self.train_configs[name]
+    cfg = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_WEIGHTS}
+    key = json.dumps({"model": repr(model), "train": cfg, "train_set": train_set.name,
+                      "n_train": int(len(train_set.x)), "hwc": list(train_set.x.shape[1:])},
+                     sort_keys=True, default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    variant = settings.render(self.model_args.get(name, {}))[:60]
+    return os.path.join(self.ckpt_root, slug(train_set.name, name, self.model_preset, variant,
+                                             f"seed{config.seed}") + f"-{digest}")
+
+  # ------------------------------------------------------------------ scores
+  def score_settings(self, entry: str) -> dict[str, Any]:
+    """The explicit settings of score entry ``entry``: the preset's, then ``--score-args``,
+    then the entry's inline ones (the scorer's defaults fill the rest)."""
+    score, inline = settings.parse_entry(entry)
+    return {**self.config.score_settings.get(score, {}), **self.score_args.get(score, {}), **inline}
+
+  def scorer(self, entry: str, model_name: str | None = None, ckpt_dir: str | None = None,
+             base: Mapping[str, Any] | None = None, **settings_over):
+    """The scorer of score entry ``entry`` (``name`` or ``name[field=value,...]``) with, in
+    rising order, the preset's settings, ``base`` (an experiment's own defaults, e.g.
+    table1's ``--b``), the run's ``--score-args``, the entry's inline settings and
+    ``settings_over``; shared context: k, seed, progress, and for scorers that train models
+    of their own the model's training config and ``<ckpt_dir>/<name>``."""
+    score, inline = settings.parse_entry(entry)
+    context = {"k": self.k, "seed": self.seed, "progress": self.progress}
+    if model_name is not None:
+      context["train_config"] = self.train_configs[model_name]
+    if ckpt_dir is not None:
+      context["ckpt_dir"] = os.path.join(ckpt_dir, score)
+    settings_ = {**self.config.score_settings.get(score, {}), **(base or {}),
+                 **self.score_args.get(score, {}), **inline, **settings_over}
+    return get_scorer(score, context=context, **settings_)
+
+  # ------------------------------------------------------------------ meta
+  def settings_meta(self) -> dict:
+    """The resolved settings for ``meta.json``."""
+    return {"experiment": self.experiment, "preset": self.preset, "seed": self.seed,
+            "id": self.id, "ood": list(self.oods), "models": list(self.models),
+            "scores": list(self.scores), "model_preset": self.model_preset,
+            "model_args": {m: dict(v) for m, v in self.model_args.items()},
+            "score_settings": {s: self.score_settings(s) for s in self.scores},  # by entry
+            "train_args": dict(self.train_args),
+            "train_configs": {m: dataclasses.asdict(c) for m, c in self.train_configs.items()},
+            "n_train": self.n_train, "n_eval": self.n_eval, "k_importance": self.k,
+            "options": dict(self.options), "ckpt_root": self.ckpt_root}
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def _distribute(scoped: dict[str, dict], names: list[str], fields_of, what: str,
+                flag: str) -> dict[str, dict]:
+  """Bare fields (scope ``'*'``) go to every name whose fields include them; a bare field no
+  name has is an error listing each name's fields."""
+  out = {n: dict(scoped.get(n, {})) for n in names}
+  for field, value in scoped.get("*", {}).items():
+    takers = [n for n in names if field in fields_of(n)]
+    if not takers:
+      listing = "; ".join(f"{n}: {', '.join(sorted(fields_of(n)))}" for n in names)
+      raise InvalidInputError(f"{flag}: no {what} of this run has a field {field!r}. Fields: {listing}.")
+    for n in takers:
+      out[n].setdefault(field, value)
+  return {n: v for n, v in out.items() if v}
+
+
+def _model_fields(name: str) -> set[str]:
+  module = model_registry.spec(name).module
+  return {f.name for f in dataclasses.fields(module) if f.init} - {"parent", "name", "image_shape"}
+
+
+def _score_fields(name: str) -> set[str]:
+  return set(scorer_fields(name))
+
+
+def _check_model_args(models: list[str], model_preset: str, model_args: dict) -> None:
+  for m in models:
+    spec = model_registry.spec(m)
+    settings_check.choose(f"model preset of {m!r}", model_preset, spec.presets)
+    settings_check.check_settings(f"--model-args for model {m!r}", spec.module,
+                                  model_args.get(m, {}), exclude=("parent", "name", "image_shape"))
+
+
+def resolve_train_config(preset: configs.Preset, name: str, seed: int, train_steps: int | None,
+                         train_args: Mapping[str, Any]) -> TrainConfig:
+  """The ``TrainConfig`` of model ``name`` (see the module docstring for the order)."""
+  base = TrainConfig()
+  cfg = dataclasses.replace(preset.train, seed=seed)
+  fill = {k: v for k, v in model_registry.train_defaults(name).items()
+          if getattr(cfg, k) == getattr(base, k)}
+  fill.update(model_registry.budget(name, preset.name))
+  cfg = dataclasses.replace(cfg, **fill)
+  if train_steps is not None:
+    cfg = dataclasses.replace(cfg, num_steps=int(train_steps))
+  return dataclasses.replace(cfg, **train_args)
+
+
+def make_run(experiment: str, args, *, options: Mapping[str, Any] | None = None,
+             argv=()) -> Run:
+  """The checked ``Run`` of parsed flags ``args`` (an ``argparse.Namespace`` with the common
+  flags of ``cli.COMMON_FLAGS``); raises ``UnknownNameError`` / ``InvalidInputError``."""
+  preset = configs.get_preset(args.preset)
+  models = split_list(getattr(args, "models", ""))
+  scores = settings.split_top_level(getattr(args, "scores", "") or "")
+  for m in models:
+    model_registry.check_name(m)
+  score_names = list(dict.fromkeys(settings.parse_entry(s)[0] for s in scores))
+  for s in score_names:
+    scorer_class(s)
+  model_preset = getattr(args, "model_preset", None) or preset.model_preset
+  model_args = _distribute(settings.parse_scoped(getattr(args, "model_args", None), "--model-args",
+                                                 models, "model"),
+                           models, _model_fields, "model", "--model-args")
+  _check_model_args(models, model_preset, model_args)
+  score_args = _distribute(settings.parse_scoped(getattr(args, "score_args", None), "--score-args",
+                                                 score_names, "score"),
+                           score_names, _score_fields, "score", "--score-args")
+  train_args = settings.train_pairs(getattr(args, "train_args", None))
+  settings_check.check_settings("--train-args", TrainConfig, train_args)
+  seed = int(args.seed)
+  train_configs = {m: resolve_train_config(preset, m, seed, getattr(args, "train_steps", None),
+                                           train_args) for m in models}
+  n_eval = getattr(args, "n_eval", None)
+  k = getattr(args, "k", None)
+  out = args.out or os.path.join("runs", f"{experiment}_{args.id}_{args.preset}")
+  if args.ckpt_dir:
+    ckpt_root = args.ckpt_dir
+  else:
+    ckpt_root = os.path.join(args.out, "checkpoints") if args.out else os.path.join("runs", "checkpoints")
+  run = Run(experiment=experiment, preset=preset.name, id=args.id,
+            oods=tuple(split_list(getattr(args, "ood", ""))), models=tuple(models),
+            scores=tuple(scores), model_preset=model_preset, model_args=model_args,
+            score_args=score_args, train_args=train_args, train_configs=train_configs,
+            data_dir=args.data_dir, out=out, ckpt_root=ckpt_root, seed=seed,
+            progress=not args.no_progress, n_train=preset.n_train,
+            n_eval=n_eval if n_eval is not None else preset.n_eval,
+            k=k if k is not None else preset.k, options=dict(options or {}), argv=tuple(argv))
+  for s in scores:                     # every scorer's own checks (ranges, choices): now
+    run.scorer(s)
+  return run
