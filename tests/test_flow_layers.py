@@ -188,7 +188,7 @@ def test_constant_log_det_matches_numbers(make, low, train):
 def _exported_layer_classes():
   return {obj for obj in vars(flows).values()
           if inspect.isclass(obj) and issubclass(obj, nn.Module)
-          and hasattr(obj, "forward_and_log_det")}
+          and hasattr(obj, "forward_and_log_det") and obj is not flows.Bijector}
 
 
 def test_cases_cover_every_exported_layer():
@@ -197,8 +197,10 @@ def test_cases_cover_every_exported_layer():
   covered = {cls for _, cls, *_ in LAYER_CASES}
   assert covered - {GlowStep} == _exported_layer_classes()
   public = {cls for cls in _flow_module_classes()
-            if hasattr(cls, "forward_and_log_det") and not cls.__name__.startswith("_")}
+            if hasattr(cls, "forward_and_log_det") and not cls.__name__.startswith("_")
+            and cls is not flows.Bijector}
   assert public <= covered, public - covered
+  assert all(issubclass(cls, flows.Bijector) for cls in covered)     # one contract, one base
   assert {flows.ActNorm, flows.BatchNormFlow, flows.Chain, flows.Coupling, flows.InvConv1x1,
           flows.InvConv1x1LU, flows.LogitTransform, flows.Squeeze} <= _exported_layer_classes()
 

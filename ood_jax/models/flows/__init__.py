@@ -7,7 +7,8 @@ as big_vision's Jet flow): ``forward_and_log_det(x, train=False) -> (y, logdet)`
 ``log|det dx/dy|`` (the negative) inverse. BatchNorm mode is the ``train`` argument of the
 forward; the inverse runs in eval mode (running statistics). Both directions share one
 parameter setup (a compact ``_params``-style helper). ``constant_log_det(train) -> bool``
-says whether the log-det is the same for every input. ``Chain`` composes layers.
+says whether the log-det is the same for every input. All derive from ``Bijector``
+(``bijector.py``); ``Chain`` composes layers.
 Coupling layers ``sow`` ``x_in``, ``s``, ``t``, ``y_out`` into ``'intermediates'``.
 
 Models (``FlowModel`` protocol, see ``flow_model.py``): ``RealNVP`` / ``make_realnvp``,
@@ -16,6 +17,7 @@ Models (``FlowModel`` protocol, see ``flow_model.py``): ``RealNVP`` / ``make_rea
 
 from ood_jax.models.flows.actnorm import ActNorm
 from ood_jax.models.flows.batchnorm_flow import BatchNormFlow
+from ood_jax.models.flows.bijector import Bijector
 from ood_jax.models.flows.chain import Chain
 from ood_jax.models.flows.coupling import AdditiveCoupling, AffineCoupling, Coupling, SimpleSTNet
 from ood_jax.models.flows.flow_model import FlowModel
@@ -29,7 +31,7 @@ from ood_jax.models.flows.squeeze import Squeeze, squeeze2x2, unsqueeze2x2
 from ood_jax.models.flows.stnets import BatchNorm, GlowSTNet, ResNetSTNet
 
 __all__ = [
-    "ActNorm", "AdditiveCoupling", "AffineCoupling", "BatchNorm", "BatchNormFlow", "CV_GLOW_SPEC",
+    "ActNorm", "Bijector", "AdditiveCoupling", "AffineCoupling", "BatchNorm", "BatchNormFlow", "CV_GLOW_SPEC",
     "Chain", "Coupling", "FlowModel", "GLOW_SPEC", "REALNVP_SPEC", "Glow", "GlowSTNet", "InvConv1x1", "InvConv1x1LU", "LogitTransform",
     "MASK_KINDS", "RealNVP", "ResNetSTNet", "SimpleSTNet", "Squeeze", "make_cv_glow",
     "make_glow", "make_realnvp", "mask_pair", "squeeze2x2", "unsqueeze2x2",

@@ -13,9 +13,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ood_jax.models.flows.bijector import Bijector
 
-class ActNorm(nn.Module):
+
+class ActNorm(Bijector):
   """Per-channel scale and bias with data-dependent initialisation (bijector layer)."""
+  constant = True
   eps: float = 1e-6
 
   @nn.compact
@@ -41,11 +44,3 @@ class ActNorm(nn.Module):
     """``(x, log|det dx/dy|)``."""
     bias, scale = self._params(y)
     return y / scale - bias, -self._log_det(y, scale)
-
-  @nn.nowrap
-  def constant_log_det(self, train: bool) -> bool:
-    del train
-    return True
-
-  def __call__(self, x: jax.Array, train: bool = False):
-    return self.forward_and_log_det(x, train)

@@ -23,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ood_jax.models.flows.bijector import Bijector
+
 
 def channel_moments(module: nn.Module, x: jax.Array, train: bool,
                     momentum: float) -> tuple[jax.Array, jax.Array]:
@@ -46,7 +48,7 @@ def channel_moments(module: nn.Module, x: jax.Array, train: bool,
   return mean, var
 
 
-class BatchNormFlow(nn.Module):
+class BatchNormFlow(Bijector):
   """Invertible batch normalisation with learnable ``log_gamma`` and ``beta`` (bijector)."""
   momentum: float = 0.9
   eps: float = 1e-5
@@ -79,6 +81,3 @@ class BatchNormFlow(nn.Module):
   @nn.nowrap
   def constant_log_det(self, train: bool) -> bool:
     return not train
-
-  def __call__(self, x: jax.Array, train: bool = False):
-    return self.forward_and_log_det(x, train)

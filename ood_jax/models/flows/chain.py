@@ -18,8 +18,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ood_jax.models.flows.bijector import Bijector
 
-class Chain(nn.Module):
+
+class Chain(Bijector):
   """Composition of bijector layers (each with ``forward_and_log_det(x, train)``,
   ``inverse_and_log_det(y)`` and ``constant_log_det(train)``)."""
   layers: Sequence[nn.Module]
@@ -41,6 +43,3 @@ class Chain(nn.Module):
   @nn.nowrap
   def constant_log_det(self, train: bool) -> bool:
     return all(layer.constant_log_det(train) for layer in self.layers)
-
-  def __call__(self, x: jax.Array, train: bool = False):
-    return self.forward_and_log_det(x, train)

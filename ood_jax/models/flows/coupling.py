@@ -31,6 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ood_jax.models.flows.bijector import Bijector
 from ood_jax.models.flows.masks import mask_pair
 
 SOW_KEYS = ("x_in", "s", "t", "y_out")
@@ -52,7 +53,7 @@ class SimpleSTNet(nn.Module):
                    bias_init=nn.initializers.zeros, name="conv2")(h)
 
 
-class Coupling(nn.Module):
+class Coupling(Bijector):
   """Affine (``additive=False``) or additive coupling on mask ``mask`` / ``index`` (bijector).
 
   ``st_net`` (optional) is called as ``st_net(h, train)`` and must return ``2 * C`` channels
@@ -124,9 +125,6 @@ class Coupling(nn.Module):
   def constant_log_det(self, train: bool) -> bool:
     del train
     return bool(self.additive)
-
-  def __call__(self, x: jax.Array, train: bool = False):
-    return self.forward_and_log_det(x, train)
 
 
 def AffineCoupling(**kwargs) -> Coupling:  # pylint: disable=invalid-name

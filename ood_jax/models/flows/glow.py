@@ -46,6 +46,7 @@ import jax.numpy as jnp
 
 from ood_jax.errors import InvalidInputError
 from ood_jax.models.flows.actnorm import ActNorm
+from ood_jax.models.flows.bijector import Bijector
 from ood_jax.models.flows.chain import Chain
 from ood_jax.models.flows.coupling import Coupling
 from ood_jax.models.flows.flow_model import FlowModel, check_image_shape, gaussian_log_density
@@ -56,7 +57,7 @@ from ood_jax.models.spec import ModelSpec
 from ood_jax.registry import choose
 
 
-class GlowStep(nn.Module):
+class GlowStep(Bijector):
   """ActNorm -> 1x1 conv -> coupling, a ``Chain`` (bijector on ``N x H x W x C``, C >= 2)."""
   hidden: int
   additive: bool = False
@@ -86,9 +87,6 @@ class GlowStep(nn.Module):
   def constant_log_det(self, train: bool) -> bool:
     """From the layers' own declarations (ActNorm, 1x1 conv: yes; coupling iff additive)."""
     return Chain(self._layers(2, parent=None), parent=None).constant_log_det(train)
-
-  def __call__(self, h: jax.Array, train: bool = False):
-    return self.forward_and_log_det(h, train)
 
 
 class GlowLevel(nn.Module):

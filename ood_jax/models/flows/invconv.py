@@ -19,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ood_jax.models.flows.bijector import Bijector
+
 
 def random_orthogonal(key: jax.Array, c: int) -> jax.Array:
   """A random ``c x c`` orthogonal matrix (QR of a Gaussian matrix, sign-corrected)."""
@@ -35,8 +37,9 @@ def _log_det(x: jax.Array, log_abs_det_w: jax.Array) -> jax.Array:
   return jnp.full((x.shape[0],), x.shape[1] * x.shape[2] * log_abs_det_w, jnp.float32)
 
 
-class _InvConv(nn.Module):
+class _InvConv(Bijector):
   """Shared bijector methods; subclasses define ``_weight(c) -> (W, log|det W|)``."""
+  constant = True
 
   def _weight(self, c: int) -> tuple[jax.Array, jax.Array]:
     raise NotImplementedError
@@ -49,14 +52,6 @@ class _InvConv(nn.Module):
   def inverse_and_log_det(self, y: jax.Array):
     w, log_abs_det = self._weight(y.shape[-1])
     return _apply(jnp.linalg.inv(w), y), -_log_det(y, log_abs_det)
-
-  @nn.nowrap
-  def constant_log_det(self, train: bool) -> bool:
-    del train
-    return True
-
-  def __call__(self, x: jax.Array, train: bool = False):
-    return self.forward_and_log_det(x, train)
 
 
 class InvConv1x1(_InvConv):

@@ -14,8 +14,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ood_jax.models.flows.bijector import Bijector
 
-class LogitTransform(nn.Module):
+
+class LogitTransform(Bijector):
   """``x in [0, 1) -> logit(alpha + (1 - 2 alpha) x)``; no parameters."""
   alpha: float = 0.05
 
@@ -32,11 +34,3 @@ class LogitTransform(nn.Module):
   def inverse_and_log_det(self, y: jax.Array):
     p = jax.nn.sigmoid(y)
     return (p - self.alpha) / (1.0 - 2.0 * self.alpha), -self._log_det(p)
-
-  @nn.nowrap
-  def constant_log_det(self, train: bool) -> bool:
-    del train
-    return False
-
-  def __call__(self, x: jax.Array, train: bool = False):
-    return self.forward_and_log_det(x, train)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from ood_jax.errors import InvalidInputError
+from ood_jax.models.flows.bijector import Bijector
 
 
 def squeeze2x2(x: jax.Array) -> jax.Array:
@@ -31,8 +32,9 @@ def unsqueeze2x2(x: jax.Array) -> jax.Array:
   return x.reshape(n, 2 * h, 2 * w, c)
 
 
-class Squeeze(nn.Module):
+class Squeeze(Bijector):
   """Space-to-depth as a flow layer (volume preserving: log-det 0 both ways)."""
+  constant = True
 
   def forward_and_log_det(self, x: jax.Array, train: bool = False):
     del train
@@ -40,11 +42,3 @@ class Squeeze(nn.Module):
 
   def inverse_and_log_det(self, y: jax.Array):
     return unsqueeze2x2(y), jnp.zeros((y.shape[0],), jnp.float32)
-
-  @nn.nowrap
-  def constant_log_det(self, train: bool) -> bool:
-    del train
-    return True
-
-  def __call__(self, x: jax.Array, train: bool = False):
-    return self.forward_and_log_det(x, train)
