@@ -48,6 +48,11 @@ class Registry:
     self._entries[name] = entry
     return entry
 
+  def unregister(self, name: str) -> None:
+    """Removes ``name`` (tests and notebooks that register temporary entries)."""
+    self.check(name)
+    del self._entries[name]
+
   def names(self) -> list[str]:
     return sorted(self._entries)
 

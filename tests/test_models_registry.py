@@ -88,7 +88,7 @@ def test_register_model_is_one_line():
     assert "vae_copy" in registry.known_models()
     assert make_model("vae_copy", "smoke", (32, 32, 3)).latent_dim == 16
   finally:
-    registry._MODELS._entries.pop("vae_copy")  # pylint: disable=protected-access
+    registry._MODELS.unregister("vae_copy")
 
 
 def test_objectives_come_from_the_spec():

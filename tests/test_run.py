@@ -158,3 +158,9 @@ def test_bad_score_args_exit_2_and_leave_out_untouched(toy8, tmp_path, capsys):
   err = capsys.readouterr().err
   assert err.startswith("error: ") and "fishr" in err and "fisher" in err and "n_fisher" in err
   assert not os.path.exists(out)
+
+
+def test_old_single_model_flag_still_works():
+  from ood_jax.experiments import runtime
+  assert runtime.EXPERIMENT.make_run(["--preset", "smoke", "--model", "glow"]).models == ("glow",)
+  assert runtime.EXPERIMENT.make_run(["--preset", "smoke"]).models == ("vae",)

@@ -136,7 +136,7 @@ def test_register_scorer():
   try:
     assert isinstance(get_scorer("half", k=2), Half) and "half" in known_scores()
   finally:
-    SCORERS._entries.pop("half")  # pylint: disable=protected-access
+    SCORERS.unregister("half")
   with pytest.raises(InvalidInputError, match="register_scorer"):
     register_scorer("bad", object)
 

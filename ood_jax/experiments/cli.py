@@ -58,6 +58,7 @@ def common_flags(defaults: dict[str, Any]) -> list[Option]:
              help="comma-separated OOD sets; a transform name (rotation, brightness:0.5) means "
                   f"the ID test set transformed (default {d['ood']})"),
       option("--models", default=d["models"], help=f"comma-separated models (default {d['models']})"),
+      option("--model", dest="models", default=argparse.SUPPRESS, help=argparse.SUPPRESS),  # old spelling
       option("--scores", default=d["scores"], help=f"comma-separated scores (default {d['scores']})"),
       option("--model-preset", default=None,
              help="model preset (e.g. kirichenko; default: the experiment preset's)"),
