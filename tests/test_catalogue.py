@@ -70,6 +70,10 @@ def test_reproduce_runs_everything_writes_index_and_resumes(toy, tmp_path, monke
   assert calls == ["table2"]                                  # only c_rose ran
   done = json.load(open(os.path.join(out, "done.json")))
   assert list(done) == ["a_nll", "b_delta", "c_rose"]
+  # another seed is another command: it runs again
+  assert reproduce.main(argv[:-1] + ["a_nll", "--seed", "1"]) == 0
+  assert calls == ["table2", "table2"]
+  assert "--seed 1" in json.load(open(os.path.join(out, "done.json")))["a_nll"]["command"]
 
 
 def test_reproduce_rejects_unknown_papers(toy, tmp_path, capsys):

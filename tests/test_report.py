@@ -37,7 +37,7 @@ def test_writes_all_files(tmp_path):
   files = report.write_report(out, **kw)
   expected = {"report.md", "results.json", "meta.json", "hist_vae_nll.png", "roc_vae_nll.png"}
   assert set(files) == expected
-  assert set(os.listdir(out)) == expected              # and no temp dir left behind
+  assert set(os.listdir(out)) == expected | {report.MANIFEST}   # and no temp dir left behind
   for name, path in files.items():
     assert path == os.path.join(out, name) and os.path.isfile(path)
 
@@ -166,3 +166,19 @@ def test_a_failed_rewrite_keeps_no_stale_report(tmp_path, monkeypatch):
   with pytest.raises(OSError):
     report.write_report(out, **_inputs())
   assert not (out / "report.md").exists()
+
+
+def test_rewrite_removes_the_previous_reports_own_files_only(tmp_path):
+  """Figures of a score the new run no longer has go; files the writer did not write stay;
+  temporary dirs of a killed run are cleaned up."""
+  out = tmp_path / "run"
+  kw = _inputs()
+  report.write_report(out, **kw)
+  (out / "checkpoints").mkdir()
+  (out / "notes.txt").write_text("mine")
+  (out / ".tmp-report-killed").mkdir()
+  kw2 = dict(kw, score_samples={("vae", "nll2"): kw["score_samples"][("vae", "nll")]})
+  report.write_report(out, **kw2)
+  names = set(os.listdir(out))
+  assert "hist_vae_nll.png" not in names and "hist_vae_nll2.png" in names
+  assert {"checkpoints", "notes.txt"} <= names and ".tmp-report-killed" not in names

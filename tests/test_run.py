@@ -81,6 +81,10 @@ def test_model_budgets_come_from_the_spec():
   assert resolve_train_config(cpu, "realnvp", 0, None, {}).epochs == 1
   assert resolve_train_config(cpu, "vae", 0, None, {}).epochs == 2
   assert resolve_train_config(cpu, "realnvp", 0, None, {"epochs": 3}).epochs == 3   # explicit wins
+  smoke = configs.get_preset("smoke")                       # the smoke preset fixes num_steps...
+  assert resolve_train_config(smoke, "vae", 0, None, {}).num_steps == 150
+  c = resolve_train_config(smoke, "vae", 0, None, {"epochs": 3})   # ...explicit epochs replace it
+  assert c.num_steps is None and c.epochs == 3
 
 
 @pytest.mark.parametrize("argv, error, message", [
@@ -134,6 +138,8 @@ def test_model_variants_train_separate_checkpoints(toy8, tmp_path):
   assert table2.main(_argv(toy_dir, out)) == 0               # the default is reused
   again = json.load(open(os.path.join(out, "meta.json")))["models"]["realnvp"]
   assert again["checkpoint"] == base["checkpoint"] and again["resumed_from"] == 2
+  assert table2.main(_argv(toy_dir, out, "--model-args", "mask=cyclee")) == 2  # before training
+  assert len(os.listdir(os.path.join(out, "checkpoints"))) == 2
 
 
 def test_train_args_reach_the_optimizer(toy8, tmp_path, monkeypatch):

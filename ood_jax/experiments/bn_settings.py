@@ -9,17 +9,22 @@ from ood_jax.experiments import cli
 from ood_jax.experiments.run import Run
 
 OPTIONS = (
-    cli.option("--bn-k", type=int, default=1,
-               help="importance samples inside train-mode batches (default 1)"),
-    cli.option("--rounds", type=int, default=1, help="K, Monte-Carlo batch compositions (default 1)"),
-    cli.option("--b", type=int, default=64, help="BatchNorm batch size (default 64)"),
+    cli.option("--bn-k", type=int, default=None,
+               help="importance samples inside train-mode batches (default: the preset's, "
+                    "1 for smoke and cpu; else the scorer's 16)"),
+    cli.option("--rounds", type=int, default=None,
+               help="K, Monte-Carlo batch compositions (default: the preset's, 1 for smoke and "
+                    "cpu; else the scorer's)"),
+    cli.option("--b", type=int, default=None, help="BatchNorm batch size (default 64)"),
 )
 
 
 def bn_settings(run: Run, **extra) -> dict:
-  """``bn_train_bpd`` / ``bn_mixed`` settings from ``--b``, ``--rounds``, ``--bn-k``."""
+  """``bn_train_bpd`` / ``bn_mixed`` settings from those of ``--b``, ``--rounds``, ``--bn-k``
+  that were given (the others stay the preset's or the scorer's)."""
   o = run.options
-  return {"b": o["b"], "K": o["rounds"], "k": o["bn_k"], **extra}
+  given = {"b": o["b"], "K": o["rounds"], "k": o["bn_k"]}
+  return {**{k: v for k, v in given.items() if v is not None}, **extra}
 
 
 def has_batchnorm(variables: dict) -> bool:

@@ -98,18 +98,27 @@ class Experiment:
   defaults: dict = dataclasses.field(default_factory=dict)
   options: tuple[Option, ...] = ()
   check: Callable[[Run], None] | None = None
+  omit: tuple[str, ...] = ()      # common flags it does not take (their value: the default)
+
+  def _flags(self) -> list[Option]:
+    return [o for o in common_flags(self.defaults) if o.flag not in self.omit] + list(self.options)
 
   def parser(self) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"python -m ood_jax.experiments.{self.name}",
                                 description=self.description)
-    for o in common_flags(self.defaults) + list(self.options):
+    for o in self._flags():
       p.add_argument(o.flag, **o.kwargs)
+    p.set_defaults(**{o.dest: o.kwargs.get("default") for o in common_flags(self.defaults)
+                      if o.flag in self.omit})
     return p
 
   def make_run(self, argv: Sequence[str] | None = None) -> Run:
     """Parses ``argv`` and checks everything; raises ``OODJaxError`` for bad input."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = self.parser().parse_args(argv)
+    try:
+      args = self.parser().parse_args(argv)
+    except SystemExit as e:        # argparse printed its one-line error (or --help)
+      raise _ParserExit(e.code) from None
     options = {o.dest: getattr(args, o.dest) for o in self.options}
     run = make_run(self.name, args, options=options, argv=argv)
     if self.check is not None:
@@ -128,6 +137,8 @@ class Experiment:
     try:
       run = self.make_run(argv)
       files = self.execute(run)
+    except _ParserExit as e:
+      return e.code
     except OODJaxError as e:
       print(f"error: {e}", file=sys.stderr)
       return 2
@@ -135,6 +146,14 @@ class Experiment:
       print(f.read())
     print(f"wrote {run.out}")
     return 0
+
+
+class _ParserExit(Exception):
+  """argparse exited (bad flags: it printed the error; ``--help``: code 0)."""
+
+  def __init__(self, code):
+    super().__init__(code)
+    self.code = 0 if code is None else int(code)
 
 
 def wall_seconds(t0: float) -> float:

@@ -94,6 +94,9 @@ def sets_for(run, models=None, oods=None, n_eval=None) -> dict[str, Sets]:
   groups: dict[tuple, list[str]] = {}
   for m in models:
     groups.setdefault(model_registry.input_shape(m, id_hwc), []).append(m)
+  for hwc, group in groups.items():
+    for m in group:      # every model's own checks of its settings (e.g. an unknown mask): now
+      run.make_model(m, hwc)
   out = {}
   for group in groups.values():
     sets = load_sets(run.id, oods, group, data_dir=run.data_dir, n_train=run.n_train,

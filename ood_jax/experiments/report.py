@@ -11,10 +11,14 @@
   every OOD set on shared bins.
 * ``roc_<model>_<score>.png``: one ROC curve per OOD set (OOD positive), AUROC in legend.
 
-Writing is all-or-nothing per file and rendered before anything is replaced: every file
-is first written into a temporary directory inside ``out_dir`` and only moved into place
-(``os.replace``, figures first and ``report.md`` last) once all of them rendered. Any
-error while validating or rendering leaves ``out_dir`` as it was.
+Writing is all-or-nothing and rendered before anything is replaced: every file is first
+written into a temporary directory inside ``out_dir`` and only moved into place once all of
+them rendered: the old ``report.md`` is removed first, the new files are moved in with
+``report.md`` last, then files of the previous report that this one does not have (figures
+of scores no longer run) are removed; ``.report-files.json`` lists the report's files. So
+**a ``report.md`` in ``out_dir`` means a complete report**, with only its own files beside it
+(a run killed mid-way leaves no ``report.md``). Any error while validating or rendering
+leaves ``out_dir`` as it was; leftover temporary directories of killed runs are removed.
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects (Agg canvas, no pyplot), so no
 global backend is switched and no figure outlives its function.
@@ -324,6 +328,9 @@ def write_report(out_dir, *, title: str, rows: list[dict], meta: dict, score_sam
 
   created = not os.path.isdir(out_dir)
   os.makedirs(out_dir, exist_ok=True)
+  for stale in os.listdir(out_dir):                 # temporary dirs of killed runs
+    if stale.startswith(".tmp-report-"):
+      shutil.rmtree(os.path.join(out_dir, stale), ignore_errors=True)
   tmp = tempfile.mkdtemp(prefix=".tmp-report-", dir=out_dir)
   try:
     names, figs, used = [], [], set()
@@ -353,10 +360,17 @@ def write_report(out_dir, *, title: str, rows: list[dict], meta: dict, score_sam
       f.write(_markdown(title, command, meta, rows, figs, sections, list(figures)))
     names += ["results.json", "meta.json", "report.md"]     # report.md last: it links the rest
     # A reader never sees a report.md beside files of another run: the old one goes first.
+    old = _manifest(out_dir)
     if os.path.exists(os.path.join(out_dir, "report.md")):
       os.remove(os.path.join(out_dir, "report.md"))
     for name in names:
       os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+    for name in set(old) - set(names):
+      if os.path.isfile(os.path.join(out_dir, name)):
+        os.remove(os.path.join(out_dir, name))
+    with open(os.path.join(out_dir, MANIFEST + ".tmp"), "w") as f:
+      json.dump(names, f)
+    os.replace(os.path.join(out_dir, MANIFEST + ".tmp"), os.path.join(out_dir, MANIFEST))
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     if created:
@@ -367,6 +381,19 @@ def write_report(out_dir, *, title: str, rows: list[dict], meta: dict, score_sam
     raise
   shutil.rmtree(tmp, ignore_errors=True)
   return {name: os.path.join(out_dir, name) for name in names}
+
+
+MANIFEST = ".report-files.json"
+
+
+def _manifest(out_dir: str) -> list[str]:
+  """The files of the report last written into ``out_dir`` (plain names only)."""
+  try:
+    with open(os.path.join(out_dir, MANIFEST)) as f:
+      names = json.load(f)
+  except (OSError, ValueError):
+    return []
+  return [n for n in names if isinstance(n, str) and re.fullmatch(r"[A-Za-z0-9_.=-]+", n)]
 
 
 @dataclasses.dataclass

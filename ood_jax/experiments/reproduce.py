@@ -7,9 +7,11 @@ Each catalogue entry (``python -m ood_jax.experiments`` lists them) runs its def
 with ``--preset``, ``--out <out>/<entry>`` and one shared checkpoint cache
 ``<out>/checkpoints`` (so models trained for one table are reused by the next), plus
 ``--data-dir``, ``--seed`` and ``--no-progress`` when given. An entry that finished is
-recorded in ``<out>/done.json`` (written atomically) and skipped by a rerun; a killed run
+recorded in ``<out>/done.json`` (written atomically) with its command and skipped by a rerun
+of the same command (another ``--seed`` or ``--data-dir`` runs it again); a killed run
 resumes at the entry it was in (whose training resumes from its checkpoints). An entry
-that fails is recorded as failed and the others still run; the exit status is then 1.
+that fails (bad data, a bug) is recorded as failed with the error and the others still
+run; the exit status is then 1.
 ``<out>/index.md`` links each entry's report with its wall time.
 """
 
@@ -20,6 +22,7 @@ import json
 import os
 import sys
 import time
+import traceback
 
 from ood_jax.errors import InvalidInputError, OODJaxError
 from ood_jax.experiments import catalogue, configs
@@ -114,20 +117,22 @@ def run(args: argparse.Namespace) -> int:
   for e in chosen:
     argv = entry_argv(e, args, out)
     prev = done.get(e.name, {})
-    if prev.get("status") == "done" and os.path.exists(os.path.join(out, e.name, "report.md")):
+    command = f"python -m ood_jax.experiments.{e.module} " + " ".join(argv)
+    if (prev.get("status") == "done" and prev.get("command") == command
+        and os.path.exists(os.path.join(out, e.name, "report.md"))):
       print(f"[reproduce] {e.name}: done before, skipped")
       continue
     print(f"[reproduce] {e.name}: {e.command} ...", flush=True)
     t0 = time.perf_counter()
-    command = f"python -m ood_jax.experiments.{e.module} " + " ".join(argv)
     try:
       experiments[e.name].execute(experiments[e.name].make_run(argv))
       done[e.name] = {"status": "done", "wall_seconds": round(time.perf_counter() - t0, 1),
                       "command": command}
-    except OODJaxError as err:
+    except Exception as err:  # pylint: disable=broad-except  (recorded; the others still run)
       done[e.name] = {"status": "failed", "wall_seconds": round(time.perf_counter() - t0, 1),
                       "command": command, "error": f"{type(err).__name__}: {err}"}
-      print(f"[reproduce] {e.name} failed: {err}", file=sys.stderr)
+      print(f"[reproduce] {e.name} failed:", file=sys.stderr)
+      traceback.print_exc()
       status = 1
     _save_json(os.path.join(out, DONE), done)
     with open(os.path.join(out, "index.md.tmp"), "w") as f:

@@ -7,11 +7,12 @@ Fisher sample count (Fig. 5); AUROC per OOD set.
 
 Trains (or reloads from the checkpoint cache shared with ``table2``) each model on the ID
 training split, then fits and evaluates one ``rose`` scorer per variant: ``rose_diag``,
-``rose_ekfac`` (default layers, N = 1000 Fisher images), for models whose default ROSE
-layers are not every layer (Glow: the invertible 1x1 convolutions) also ``rose_ekfac_all``
-(every parameter module), and ``rose_ekfac_N<n>`` for each Fisher size (capped at the
-training images left after the 1000 held out for the z-scores; N = 1000 is ``rose_ekfac``).
-``--score-args rose.<field>=...`` applies to every variant. Writes ``report.md``,
+``rose_ekfac`` (default layers, N = 1000 Fisher images), for the models of ``--all-layers``
+(default Glow and CV-Glow, ROSE Table 7: their default layers are the invertible 1x1
+convolutions) also ``rose_ekfac_all`` (every parameter module), and ``rose_ekfac_N<n>`` for
+each Fisher size (capped at the training images left after the 1000 held out for the
+z-scores; N = 1000 is ``rose_ekfac``). ``--score-args rose.<field>=...`` applies to every
+variant, except for the field a variant is about (``fisher``, ``layers``, ``n_fisher``). Writes ``report.md``,
 ``results.json`` (one row per model x variant x OOD set), ``meta.json`` and figures.
 """
 
@@ -95,6 +96,7 @@ def run(r: Run) -> Result:
 
 EXPERIMENT = cli.Experiment(
     "rose_ablations", run, description=__doc__.split("\n\n")[0], defaults={"scores": "rose"},
+    omit=("--scores",),
     options=(cli.option("--fisher-sizes", default=DEFAULT_SIZES,
                         help=f"Fisher image counts for the Fig. 5 sweep (default {DEFAULT_SIZES})"),
              cli.option("--all-layers", default=DEFAULT_ALL_LAYERS,

@@ -9,7 +9,7 @@ the ID test split with the ``brightness:f`` transform (``clip(floor(x f), 0, 255
 score's AUROC is computed per factor, then the mean and (population) std of the AUROC over
 the factors per model and score. Writes ``report.md`` (per-factor tables as ``table2``,
 then the mean/std table), ``results.json`` (one row per model x score x factor),
-``summary.json`` and ``meta.json`` into ``--out``. ``--ood`` is not used.
+``summary.json`` and ``meta.json`` into ``--out``. The OOD sets are the factors (no ``--ood``).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def run(r: Run) -> Result:
 
 EXPERIMENT = cli.Experiment(
     "rose_brightness", run, description=__doc__.split("\n\n")[0],
-    defaults={"scores": DEFAULT_SCORES, "ood": ""},
+    defaults={"scores": DEFAULT_SCORES, "ood": ""}, omit=("--ood",),
     options=(cli.option("--factors", default=DEFAULT_FACTORS,
                         help=f"brightness factors (default {DEFAULT_FACTORS})"),),
     check=check)

@@ -33,9 +33,8 @@ from ood_jax.experiments import configs, settings
 from ood_jax.models import registry as model_registry
 from ood_jax.scores import get_scorer, scorer_class, scorer_fields
 from ood_jax.train import TrainConfig
+from ood_jax.train.config import NOT_WEIGHT_FIELDS
 
-# TrainConfig fields that do not change the trained weights (left out of checkpoint keys).
-_NOT_WEIGHTS = ("log_every", "checkpoint_every", "keep_checkpoints")
 _SCORER_CONTEXT = ("k", "seed", "progress", "train_config", "ckpt_dir")
 
 
@@ -97,12 +96,16 @@ class Run:
   def checkpoint_dir(self, name: str, model, train_set, config: TrainConfig | None = None) -> str:
     """Where model ``name`` trained on ``train_set`` is cached: a readable slug (ID set,
     model, model preset, explicit model settings, seed) plus a short hash of everything that
-    changes the weights (the built module, the training config, the training images)."""
+    changes the weights: the built module, the training config (``epochs`` left out when
+    ``num_steps`` fixes the length) and the training images themselves (their bytes, so two
+    data dirs with a same-named set, or another subset seed, never share a checkpoint)."""
     config = config or self.train_configs[name]
-    cfg = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_WEIGHTS}
+    cfg = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_WEIGHT_FIELDS}
+    if cfg["num_steps"] is not None:
+      cfg.pop("epochs")
     key = json.dumps({"model": repr(model), "train": cfg, "train_set": train_set.name,
-                      "n_train": int(len(train_set.x)), "hwc": list(train_set.x.shape[1:])},
-                     sort_keys=True, default=str)
+                      "images": hashlib.sha256(train_set.x.tobytes()).hexdigest(),
+                      "hwc": list(train_set.x.shape[1:])}, sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     variant = settings.render(self.model_args.get(name, {}))[:60]
     return os.path.join(self.ckpt_root, slug(train_set.name, name, self.model_preset, variant,
@@ -133,13 +136,21 @@ class Run:
     return get_scorer(score, context=context, **settings_)
 
   # ------------------------------------------------------------------ meta
+  def scorer_meta(self, entry: str, **kwargs) -> dict:
+    """Every field of the scorer ``Run.scorer(entry, **kwargs)`` builds (``meta.json``)."""
+    sc = self.scorer(entry, **kwargs)
+    return {f.name: getattr(sc, f.name) for f in dataclasses.fields(sc)
+            if f.name not in ("progress", "train_config", "ckpt_dir", "ensemble_variables",
+                              "background_variables")}
+
   def settings_meta(self) -> dict:
     """The resolved settings for ``meta.json``."""
     return {"experiment": self.experiment, "preset": self.preset, "seed": self.seed,
             "id": self.id, "ood": list(self.oods), "models": list(self.models),
             "scores": list(self.scores), "model_preset": self.model_preset,
             "model_args": {m: dict(v) for m, v in self.model_args.items()},
-            "score_settings": {s: self.score_settings(s) for s in self.scores},  # by entry
+            "score_settings": {s: self.score_settings(s) for s in self.scores},  # explicit
+            "scorers": {s: self.scorer_meta(s) for s in self.scores},          # resolved
             "train_args": dict(self.train_args),
             "train_configs": {m: dataclasses.asdict(c) for m, c in self.train_configs.items()},
             "n_train": self.n_train, "n_eval": self.n_eval, "k_importance": self.k,
@@ -192,6 +203,8 @@ def resolve_train_config(preset: configs.Preset, name: str, seed: int, train_ste
   cfg = dataclasses.replace(cfg, **fill)
   if train_steps is not None:
     cfg = dataclasses.replace(cfg, num_steps=int(train_steps))
+  if "epochs" in train_args and "num_steps" not in train_args:
+    cfg = dataclasses.replace(cfg, num_steps=None)      # explicit epochs: not the preset's steps
   return dataclasses.replace(cfg, **train_args)
 
 

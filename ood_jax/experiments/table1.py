@@ -4,16 +4,18 @@
     python -m ood_jax.experiments.table1 --preset smoke --models vae --out runs/t1_smoke
 
 For each model (default ``realnvp,vae,pixelcnnpp``) trained on the ID training split (the
-checkpoint cache is shared with ``table2``), and for the ID test set and every OOD set:
+checkpoint cache is shared with the other experiments run with the same ``--ckpt-dir``),
+and for the ID test set and every OOD set:
 
 * ``eval bpd``: mean bits/dim of ``log_prob`` in eval mode (running BatchNorm statistics);
 * ``train bpd``: mean bits/dim in train mode, batches of ``--b`` images of that set alone
   (``bn_train_bpd``); the gap ``train - eval`` is large for OOD sets, small for ID data;
 * ``mean Delta``: mean of ``|S_{b,r1} - S_{b,r2}|`` (``bn_mixed``), nats per image.
 
-Train-mode statistics use ``--bn-k`` importance samples (default 1) and ``--rounds``
-Monte-Carlo rounds (default 1) to stay affordable on a CPU; ``nll`` uses the preset's k;
-``--score-args bn_mixed.K=4`` and the like override them. A model without BatchNorm (Glow)
+Train-mode statistics use ``--bn-k`` importance samples and ``--rounds`` Monte-Carlo rounds
+(default: the preset's, 1 and 1 on smoke and cpu to stay affordable on a CPU; the scorers'
+own, 16 and 4, on paper); ``nll`` uses the preset's k; ``--score-args bn_mixed.K=4`` and the
+like override them. The scores are fixed (no ``--scores``). A model without BatchNorm (Glow)
 gets its eval bpd and a note instead of the others. Writes ``report.md``, ``results.json``
 (one row per model x set) and ``meta.json``.
 """
@@ -87,7 +89,10 @@ def run(r: Run) -> Result:
       notes.append(f"{name}: no BatchNorm (no train mode), eval bpd only.")
     rows += set_rows(r, trained, sets)
     info[name] = {**trained.meta(), "input_shape": list(sets.hwc)}
-  meta = {**r.settings_meta(), "models": info}
+  meta = {**r.settings_meta(), "models": info,
+          "scorers": {n: r.scorer_meta(n, base=b) for n, b in (
+              ("nll", None), ("bn_train_bpd", bn_settings.bn_settings(r)),
+              ("bn_mixed", bn_settings.bn_settings(r, r1=r.options["r1"], r2=r.options["r2"])))}}
   return Result(title=f"Table 1 (Song et al.): bits/dim, eval vs train mode, {r.id} ({r.preset} preset)",
                 meta=meta, results=rows, sections=[markdown(rows, notes)])
 
@@ -95,6 +100,7 @@ def run(r: Run) -> Result:
 EXPERIMENT = cli.Experiment(
     "table1", run, description=__doc__.split("\n\n")[0],
     defaults={"models": "realnvp,vae,pixelcnnpp", "scores": "nll,bn_train_bpd,bn_mixed"},
+    omit=("--scores",),
     options=bn_settings.OPTIONS + (
         cli.option("--r1", type=float, default=0.1, help="Delta's first test ratio (default 0.1)"),
         cli.option("--r2", type=float, default=0.9, help="Delta's second test ratio (default 0.9)")),

@@ -75,14 +75,16 @@ def run(r: Run) -> Result:
                   "mean_delta_id_test": {f"{r2:g}": float(np.mean(d_id[r2])) for r2 in r2s}}
   if not rows:
     raise InvalidInputError(f"no model could be scored: {notes}.")
-  meta = {**r.settings_meta(), "r1": r1, "r2": r2s, "models": info, "notes": notes}
+  meta = {**r.settings_meta(), "r1": r1, "r2": r2s, "models": info, "notes": notes,
+          "scorers": {"bn_mixed": r.scorer_meta("bn_mixed", base=bn_settings.bn_settings(
+              r, r1=r1, r2=max(r2s)))}}
   return Result(title=f"Table 5 (Song et al.): Delta AUROC vs r2, r1 = {r1:g}, {r.id} "
                       f"({r.preset} preset)", meta=meta, rows=rows)
 
 
 EXPERIMENT = cli.Experiment(
     "table5", run, description=__doc__.split("\n\n")[0],
-    defaults={"models": "vae", "scores": "bn_mixed"},
+    defaults={"models": "vae", "scores": "bn_mixed"}, omit=("--scores",),
     options=bn_settings.OPTIONS + (
         cli.option("--r1", type=float, default=0.0,
                    help="first test ratio (default 0: one test sample per batch)"),

@@ -101,19 +101,12 @@ def spec_of(model: nn.Module) -> ModelSpec | None:
 
   Where several share the class (``glow`` / ``cv_glow``: ``Glow``), the one whose
   ``defaults`` the model's attributes match (the most specific, if several match).
-  An entry whose module fails to import is skipped, unless it is ``model``'s own module
-  (then its error is raised).
+  An entry whose module fails to import raises (a broken registry line is a bug to see).
   """
   cls = type(model)
   found = []
   for name in _MODELS.names():
-    try:
-      s = _MODELS.get(name)
-    except (ImportError, AttributeError):
-      path = _MODELS.lazy_path(name) or ""
-      if path.split(":")[0] == cls.__module__:
-        raise
-      continue
+    s = _MODELS.get(name)
     if s.module is cls:
       found.append(s)
   if len(found) <= 1:

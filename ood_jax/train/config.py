@@ -11,6 +11,11 @@ from ood_jax.registry import choose
 OPTIMIZERS = ("adam", "adamw", "adamax", "rmsprop")
 
 
+# TrainConfig fields that do not change the trained weights (left out of checkpoint meta
+# and of experiment checkpoint keys).
+NOT_WEIGHT_FIELDS = ("log_every", "checkpoint_every", "keep_checkpoints")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """How to train one model.

@@ -24,12 +24,11 @@ from ood_jax.data import batches
 from ood_jax.data.pixels import num_dims, validate_images
 from ood_jax.errors import TrainingDivergedError
 from ood_jax.train import checkpoint
-from ood_jax.train.config import TrainConfig
+from ood_jax.train.config import NOT_WEIGHT_FIELDS, TrainConfig
 from ood_jax.train.optim import make_optimizer
 from ood_jax.train.state import TrainState, create
 
 RNG_STREAMS = ("sample", "dequant", "dropout")
-_NOT_IN_META = ("log_every", "checkpoint_every", "keep_checkpoints")
 
 
 @dataclasses.dataclass
@@ -83,7 +82,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: in
 
 
 def _meta(model: nn.Module, config: TrainConfig, n_train: int, total: int) -> dict:
-  cfg = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_IN_META}
+  cfg = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_WEIGHT_FIELDS}
   return {"model": repr(model), "config": cfg, "n_train": int(n_train), "total_steps": int(total)}
 
 
