@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ood_jax.experiments import settings
 from ood_jax.models import make_model
 from ood_jax.models import registry
 from ood_jax.train import make_train_step
@@ -70,11 +71,7 @@ def _parse(run: str) -> tuple[str, str, dict]:
   """``'name:preset[:key=value,...]'`` -> ``(name, preset, overrides)``."""
   name, _, rest = run.partition(":")
   preset, _, rest = (rest or "cpu").partition(":")
-  kw = {}
-  for item in filter(None, rest.split(",")):
-    k, v = item.split("=")
-    kw[k] = v if k == "norm" else (float(v) if "." in v else int(v))
-  return name, preset, kw
+  return name, preset, settings.parse_pairs(rest, "--runs")   # the experiments' --model-args
 
 
 def main() -> None:
