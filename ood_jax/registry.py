@@ -87,11 +87,13 @@ class Registry:
     return entry if isinstance(entry, str) else None
 
 
-def choose(kind: str, name: str, known: Iterable[str]) -> str:
-  """``name`` if it is one of ``known``, else ``UnknownNameError`` listing them."""
+def choose(kind: str, name: str, known: Iterable[str], hint: str = "") -> str:
+  """``name`` if it is one of ``known``, else ``UnknownNameError`` listing them (then
+  ``hint``, e.g. how to spell an argument)."""
   known = list(known)
   if name not in known:
-    raise UnknownNameError(f"unknown {kind} {name!r}; known {kind}s: {', '.join(map(str, known))}.")
+    raise UnknownNameError(f"unknown {kind} {name!r}; known {kind}s: {', '.join(map(str, known))}."
+                           + (f" {hint}" if hint else ""))
   return name
 
 

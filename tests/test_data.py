@@ -142,6 +142,7 @@ def test_unknown_transform_and_bad_arguments():
   with pytest.raises(UnknownNameError) as e:
     data.load("mnist+blur")
   assert "blur" in str(e.value) and all(t in str(e.value) for t in data.TRANSFORMS)
+  assert "'brightness:0.2'" in str(e.value)                 # how to spell an argument
   for bad in ["mnist+resize", "mnist+resize:0", "mnist+resize:3.5", "mnist+brightness:-1",
               "mnist+brightness:x", "mnist+rotation:30", "mnist++rgb", "resize:32", ""]:
     with pytest.raises(InvalidInputError):

@@ -58,7 +58,8 @@ def parse_transform(text: str) -> tuple[str, float | int | None]:
   name, sep, arg = text.strip().partition(":")
   name = name.strip().lower()
   arg = arg.strip()
-  choose("transform", name, TRANSFORMS)
+  choose("transform", name, TRANSFORMS,
+         hint="brightness and resize take an argument: 'brightness:0.2', 'resize:32'.")
   if name not in _ARG_TRANSFORMS:
     if sep:
       raise InvalidInputError(f"Transform {name!r} takes no argument, got {text!r}.")

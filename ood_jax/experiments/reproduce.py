@@ -86,6 +86,12 @@ def _save_json(path: str, obj) -> None:
   os.replace(path + ".tmp", path)
 
 
+def _write_index(out: str, text: str) -> None:
+  with open(os.path.join(out, "index.md.tmp"), "w") as f:
+    f.write(text)
+  os.replace(os.path.join(out, "index.md.tmp"), os.path.join(out, "index.md"))
+
+
 def index_markdown(preset: str, chosen: list[catalogue.Entry], done: dict) -> str:
   lines = [f"# Reproduction, {preset} preset", "",
            "| entry | paper | item | status | wall (s) | report |", "|---|---|---|---|---:|---|"]
@@ -135,12 +141,8 @@ def run(args: argparse.Namespace) -> int:
       traceback.print_exc()
       status = 1
     _save_json(os.path.join(out, DONE), done)
-    with open(os.path.join(out, "index.md.tmp"), "w") as f:
-      f.write(index_markdown(args.preset, chosen, done))
-    os.replace(os.path.join(out, "index.md.tmp"), os.path.join(out, "index.md"))
-  with open(os.path.join(out, "index.md.tmp"), "w") as f:
-    f.write(index_markdown(args.preset, chosen, done))
-  os.replace(os.path.join(out, "index.md.tmp"), os.path.join(out, "index.md"))
+    _write_index(out, index_markdown(args.preset, chosen, done))
+  _write_index(out, index_markdown(args.preset, chosen, done))
   print(f"wrote {os.path.join(out, 'index.md')}")
   return status
 
