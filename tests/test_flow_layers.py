@@ -120,6 +120,30 @@ class _ChainOwner(nn.Module):
     return self.forward_and_log_det(x, train)
 
 
+class _VectorOwner(nn.Module):
+  """``VectorCoupling`` on the flattened ``N x H x W x C`` input (the cases' one shape)."""
+  index: int = 0
+
+  @nn.compact
+  def _layer(self, d: int):
+    return flows.VectorCoupling(dim=d, index=self.index, hidden=8, hidden_layers=1, name="coupling")
+
+  def forward_and_log_det(self, x, train=False):
+    y, ld = self._layer(x[0].size).forward_and_log_det(x.reshape(x.shape[0], -1), train)
+    return y.reshape(x.shape), ld
+
+  def inverse_and_log_det(self, y):
+    x, ld = self._layer(y[0].size).inverse_and_log_det(y.reshape(y.shape[0], -1))
+    return x.reshape(y.shape), ld
+
+  @nn.nowrap
+  def constant_log_det(self, train):
+    return False
+
+  def __call__(self, x, train=False):
+    return self.forward_and_log_det(x, train)
+
+
 # (id, class covered, factory, input lower bound or None (normal), train modes)
 LAYER_CASES = [
     ("actnorm", flows.ActNorm, flows.ActNorm, None, (False,)),
@@ -142,6 +166,7 @@ LAYER_CASES = [
     ("glow_step", GlowStep, lambda: GlowStep(hidden=4), None, (False,)),
     ("glow_step_additive", GlowStep, lambda: GlowStep(hidden=4, additive=True, lu=False), None,
      (False,)),
+    ("vector_coupling", flows.VectorCoupling, lambda: _VectorOwner(index=1), None, (False,)),
 ]
 CASES = [pytest.param(make, low, train, id=f"{name}-{'train' if train else 'eval'}")
          for name, _, make, low, modes in LAYER_CASES for train in modes]

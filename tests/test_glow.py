@@ -167,7 +167,7 @@ def test_specs():
     assert spec.rose_layers == ("*invconv*",) and not spec.has_batchnorm
     assert dict(spec.train_defaults) == dict(warmup_steps=200, clip_grad_norm=100.0)
     assert spec.budgets == {"cpu": {"epochs": 1}} and spec.about
-    assert set(spec.presets) == {"smoke", "cpu", "paper"}
+    assert set(spec.presets) == {"smoke", "cpu", "paper", "kirichenko", "kirichenko_cpu"}
     make = make_cv_glow if additive else make_glow
     for preset in spec.presets:
       for shape in ((28, 28, 1), (32, 32, 3)):

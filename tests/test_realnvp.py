@@ -241,7 +241,7 @@ def test_coupling_intermediates_and_volume():
 
 def test_spec():
   assert SPEC.name == "realnvp" and SPEC.module is RealNVP
-  assert set(SPEC.presets) == {"smoke", "cpu", "paper", "kirichenko"}
+  assert set(SPEC.presets) == {"smoke", "cpu", "paper", "kirichenko", "kirichenko_cpu"}
   assert dict(SPEC.train_defaults) == dict(warmup_steps=200, clip_grad_norm=100.0)
   assert SPEC.budgets == {"cpu": {"epochs": 1}}
   assert SPEC.rose_layers is None and SPEC.has_batchnorm and SPEC.about

@@ -170,3 +170,37 @@ def test_old_single_model_flag_still_works():
   from ood_jax.experiments import runtime
   assert runtime.EXPERIMENT.make_run(["--preset", "smoke", "--model", "glow"]).models == ("glow",)
   assert runtime.EXPERIMENT.make_run(["--preset", "smoke"]).models == ("vae",)
+
+
+def test_model_preset_recipes_and_experiment_model_presets(tmp_path):
+  """A model preset's training recipe replaces the experiment preset's optimiser settings
+  (grey vs colour by the ID data); its epochs apply only under ``paper``; explicit
+  --train-args win; an experiment's ``model_presets`` picks the model preset per preset."""
+  from ood_jax.experiments import cli
+  from ood_jax.models import registry as model_registry
+  from ood_jax.models.flows import realnvp
+  recipes = {"smoke": {1: dict(optimizer="rmsprop", learning_rate=5e-5, batch_size=8, epochs=80),
+                       3: dict(optimizer="adam", learning_rate=1e-4, batch_size=8,
+                               weight_decay=5e-5)}}
+  model_registry.register_model("recipe_flow", dataclasses.replace(realnvp.SPEC, recipes=recipes))
+  try:
+    np.savez(tmp_path / "grey_train.npz", x=np.zeros((4, 8, 8, 1), np.uint8))
+    np.savez(tmp_path / "colour_train.npz", x=np.zeros((4, 8, 8, 3), np.uint8))
+    exp = cli.Experiment("table2", table2.run, model_presets={"cpu": "smoke", "paper": "smoke"})
+    base = ["--models", "recipe_flow,vae", "--data-dir", str(tmp_path)]
+    grey = exp.make_run(base + ["--id", "grey", "--preset", "cpu"])
+    assert grey.model_preset == "smoke"                         # from model_presets, not 'cpu'
+    c = grey.train_configs["recipe_flow"]
+    assert (c.optimizer, c.learning_rate, c.batch_size) == ("rmsprop", 5e-5, 8)
+    assert c.epochs == 1                                         # the cpu budget, not the recipe's
+    assert grey.train_configs["vae"].optimizer == "adam"         # no recipe: untouched
+    rgb = exp.make_run(base + ["--id", "colour", "--preset", "cpu"]).train_configs["recipe_flow"]
+    assert (rgb.optimizer, rgb.learning_rate, rgb.weight_decay) == ("adam", 1e-4, 5e-5)
+    paper = exp.make_run(base + ["--id", "grey", "--preset", "paper"]).train_configs["recipe_flow"]
+    assert paper.epochs == 80                                    # budget fields under paper
+    over = exp.make_run(base + ["--id", "grey", "--preset", "cpu", "--train-args", "lr=1e-3"])
+    assert over.train_configs["recipe_flow"].learning_rate == 1e-3
+    assert exp.make_run(base + ["--id", "grey", "--preset", "cpu", "--model-preset", "paper"]
+                        ).train_configs["recipe_flow"].optimizer == "adam"   # paper: no recipe
+  finally:
+    model_registry._MODELS.unregister("recipe_flow")

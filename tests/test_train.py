@@ -97,6 +97,23 @@ def test_checkpoint_without_newer_config_fields_restores(tmp_path):
   mngr.close()
 
 
+def test_checkpoint_from_before_ood_streams_restores_as_plain_training(tmp_path):
+  """Checkpoints written before the meta had ``ood`` / ``objective`` were plain training: they
+  restore into a plain run and never into one with an OOD stream or another objective."""
+  from ood_jax.train.loop import _meta
+  mngr = checkpoint.manager(str(tmp_path / "ck"))
+  state = {"w": np.arange(3, dtype=np.float32)}
+  new = _meta(ToyBN(), CFG, 40, 7)
+  assert new["ood"] is None and new["objective"] is None
+  checkpoint.save(mngr, 1, state, {k: v for k, v in new.items() if k not in ("ood", "objective")})
+  assert checkpoint.restore(mngr, state, new)[0] == 1
+  with pytest.raises(CheckpointError, match="ood"):
+    checkpoint.restore(mngr, state, _meta(ToyBN(), CFG, 40, 7, {"n": 8, "sha256": "x"}, None))
+  with pytest.raises(CheckpointError, match="objective"):
+    checkpoint.restore(mngr, state, _meta(ToyBN(), CFG, 40, 7, None, {"name": "negative"}))
+  mngr.close()
+
+
 def test_corrupt_checkpoint_gives_clear_error(tmp_path):
   x = _data()
   ck = tmp_path / "ck"

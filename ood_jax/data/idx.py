@@ -2,7 +2,9 @@
 
 IDX layout: two zero bytes, a type code, the number of dimensions ``d``, then ``d``
 big-endian uint32 sizes and the row-major data, big-endian. Files may be gzipped.
-Debian ships FashionMNIST as ``apt-get install -y dataset-fashion-mnist``.
+Debian ships FashionMNIST as ``apt-get install -y dataset-fashion-mnist``: images in
+``{train,t10k}-images-idx3-ubyte.gz``, class labels (uint8 0..9) in
+``{train,t10k}-labels-idx1-ubyte.gz``.
 """
 
 from __future__ import annotations
@@ -48,12 +50,15 @@ def read_idx(path: str) -> np.ndarray:
   return parse_idx(data, what=path)
 
 
-def debian_fashion_mnist_path(split: str, root: str | None = None) -> str | None:
-  """The Debian images file for ``split`` ('train' or 'test'); None for other splits."""
+def debian_fashion_mnist_path(split: str, root: str | None = None,
+                              kind: str = "images") -> str | None:
+  """The Debian ``kind`` file (``'images'`` or ``'labels'``) for ``split`` ('train' or
+  'test'); None for other splits."""
   prefix = _DEBIAN_PREFIX.get(split)
   if prefix is None:
     return None
-  return os.path.join(root or DEBIAN_FASHION_MNIST_DIR, f"{prefix}-images-idx3-ubyte.gz")
+  name = "images-idx3" if kind == "images" else "labels-idx1"
+  return os.path.join(root or DEBIAN_FASHION_MNIST_DIR, f"{prefix}-{name}-ubyte.gz")
 
 
 def read_debian_fashion_mnist(split: str, root: str | None = None) -> tuple[np.ndarray, str] | None:
@@ -65,3 +70,15 @@ def read_debian_fashion_mnist(split: str, root: str | None = None) -> tuple[np.n
   if x.dtype != np.uint8 or x.ndim != 3:
     raise InvalidInputError(f"{path}: expected uint8 N x H x W images, got {x.dtype} {x.shape}.")
   return x[..., None], path
+
+
+def read_debian_fashion_mnist_labels(split: str, root: str | None = None
+                                     ) -> tuple[np.ndarray, str] | None:
+  """``(y int64 [N], path)`` from Debian's package, or None if the labels file is absent."""
+  path = debian_fashion_mnist_path(split, root, kind="labels")
+  if path is None or not os.path.isfile(path):
+    return None
+  y = read_idx(path)
+  if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+    raise InvalidInputError(f"{path}: expected integer labels of shape N, got {y.dtype} {y.shape}.")
+  return y.astype(np.int64), path

@@ -1,5 +1,10 @@
 """Local image arrays: ``<name>_<split>.npz`` files with key ``x`` (and optional ``y``).
 
+Labels (``read_labels``): key ``y`` when it is an integer (or bool) array of shape ``N`` or
+``N x 1`` (read as int64 ``[N]``); a ``y`` of another kind (floats, ``N x 40`` attributes,
+strings, pickled objects) is not treated as class labels (None); an integer ``y`` whose
+length is not the number of images is an error.
+
 Directories are searched in this order (duplicates dropped):
 
 1. the ``data_dir`` argument (the CLI's ``--data-dir``),
@@ -75,6 +80,25 @@ def read_npz(path: str) -> np.ndarray:
   if x.ndim == 3:
     x = x[..., None]
   return validate_images(x, what=f"local npz {path} 'x'")
+
+
+def read_labels(path: str, n: int) -> np.ndarray | None:
+  """The class labels of ``path`` (see the module docstring): int64 ``[n]``, or None."""
+  try:
+    with np.load(path, allow_pickle=False) as d:
+      if "y" not in d.files:
+        return None
+      y = d["y"]
+  except (OSError, ValueError, zipfile.BadZipFile):
+    return None                # e.g. a pickled object array: not class labels
+  if y.ndim == 2 and y.shape[1] == 1:
+    y = y[:, 0]
+  if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
+    return None
+  if len(y) != n:
+    raise InvalidInputError(
+        f"{path}: key 'y' has {len(y)} labels for {n} examples in 'x'; they must match one to one.")
+  return y.astype(np.int64)
 
 
 def find(name: str, split: str, data_dir: str | os.PathLike | None = None

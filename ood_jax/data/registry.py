@@ -13,6 +13,12 @@ LSUN config; ask for another scene with ``lsun/<scene>``, e.g. ``lsun/bedroom``)
 split in TFDS, so 'test' reads their 'validation' split there. ``not_mnist`` and
 ``tiny_imagenet`` are local files only. Any other ``<name>_<split>.npz`` found locally
 loads by its name, without preprocessing.
+
+Labels: ``ImageSet.y`` holds int64 class labels ``[N]`` (row i labels image i) where the
+source has them: a local npz's key ``y`` (see ``local.read_labels``), Debian's FashionMNIST
+labels file, TFDS feature ``label``; None otherwise (the synthetic sets, CelebA, LSUN, a local
+file without ``y``). ``n`` / ``seed`` subset them with the same indices as the images; the
+transforms map image i to image i, so a transformed set keeps its labels.
 """
 
 from __future__ import annotations
@@ -65,14 +71,30 @@ class ImageSet:
     split: e.g. ``'train'`` or ``'test'``.
     x: uint8 ``N x H x W x C``, C in {1, 3}.
     source: human-readable provenance, e.g. ``'local npz /data/mnist_test.npz'``.
+    y: int64 class labels ``[N]`` (row i labels image i), or None where the source has none.
   """
   name: str
   split: str
   x: np.ndarray
   source: str
+  y: np.ndarray | None = None
+
+  def __post_init__(self):
+    if self.y is not None and (np.ndim(self.y) != 1 or len(self.y) != len(self.x)):
+      raise InvalidInputError(
+          f"dataset {self.name!r} ({self.split}): {np.shape(self.y)} labels for"
+          f" {len(self.x)} images; y must be one label per image.")
 
   def __len__(self) -> int:
     return int(self.x.shape[0])
+
+  def require_labels(self) -> np.ndarray:
+    """``y``, or ``InvalidInputError`` saying this set has no class labels."""
+    if self.y is None:
+      raise InvalidInputError(
+          f"dataset {self.name!r} ({self.split}, {self.source}) has no class labels; a local"
+          " <name>_<split>.npz needs an integer key 'y' of shape N beside 'x'.")
+    return self.y
 
 
 def canonical_name(base: str) -> str:
@@ -107,6 +129,21 @@ def subset_indices(total: int, n: int | None, seed: int) -> np.ndarray:
   if n is None or n >= total:
     return np.arange(total)
   return np.random.default_rng(seed).permutation(total)[:n]
+
+
+def _subset(y: np.ndarray | None, keep: np.ndarray) -> np.ndarray | None:
+  return None if y is None else y[keep]
+
+
+def _debian_labels(split: str, n: int) -> np.ndarray | None:
+  """Debian's FashionMNIST labels for ``split`` if installed and one per image, else None."""
+  found = idx.read_debian_fashion_mnist_labels(split)
+  if found is None:
+    return None
+  y, path = found
+  if len(y) != n:
+    raise InvalidInputError(f"{path}: {len(y)} labels for {n} images in the images file.")
+  return y
 
 
 def _not_found_message(spec: str, name: str, split: str, tried: list[str]) -> str:
@@ -155,19 +192,23 @@ def load(spec: str, split: str = "test", *, data_dir: str | None = None, n: int 
   name = canonical_name(base)
   select = functools.partial(subset_indices, n=n, seed=seed)
   prepare = functools.partial(preprocess, name, what=f"dataset {name!r} ({split})")
-  x = None
+  x = y = None
 
   raw, path, tried = local.find(name, split, data_dir)
   tried = [f"local file {p} (missing)" for p in tried]
   if raw is not None:
-    x, source = prepare(raw[select(raw.shape[0])]), f"local npz {path}"
+    keep = select(raw.shape[0])
+    x, source = prepare(raw[keep]), f"local npz {path}"
+    y = _subset(local.read_labels(path, raw.shape[0]), keep)
 
   if x is None and family(name) == "fashion_mnist":
     debian_path = idx.debian_fashion_mnist_path(split)
     found = idx.read_debian_fashion_mnist(split)
     if found is not None:
       raw, path = found
-      x, source = prepare(raw[select(raw.shape[0])]), f"debian {path}"
+      keep = select(raw.shape[0])
+      x, source = prepare(raw[keep]), f"debian {path}"
+      y = _subset(_debian_labels(split, raw.shape[0]), keep)
     elif debian_path is None:
       tried.append(f"Debian package dataset-fashion-mnist in {idx.DEBIAN_FASHION_MNIST_DIR}"
                    f" (it has only the 'train' and 't10k' (test) splits, not {split!r})")
@@ -179,7 +220,8 @@ def load(spec: str, split: str = "test", *, data_dir: str | None = None, n: int 
     tsplit = TFDS_SPLITS.get(family(name), {}).get(split, split)
     tdir = tfds_source.default_data_dir()
     try:
-      x, source = tfds_source.read(tname, tsplit, select=select, prepare=prepare, data_dir=tdir)
+      x, y, source = tfds_source.read_labeled(tname, tsplit, select=select, prepare=prepare,
+                                              data_dir=tdir)
     except tfds_source.TfdsUnavailable as e:
       tried.append(f"TFDS {tname!r} split {tsplit!r} in data dir {tdir} ({e})")
 
@@ -192,4 +234,4 @@ def load(spec: str, split: str = "test", *, data_dir: str | None = None, n: int 
   x = validate_images(x, what=f"dataset {spec!r} ({split})")
   if transforms:
     x = validate_images(apply_transforms(x, transforms, seed), what=f"dataset {spec!r} ({split})")
-  return ImageSet(name=spec, split=split, x=x, source=source)
+  return ImageSet(name=spec, split=split, x=x, source=source, y=y)

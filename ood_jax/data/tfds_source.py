@@ -5,6 +5,9 @@ TensorFlow needed); if that fails and TensorFlow is importable, ``tfds.load(...,
 download=False)`` (``tf.data``, any file format). The data directory is
 ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``. ``tensorflow_datasets`` is imported only
 here, and only when the dataset's directory exists, because it is slow to import.
+
+Labels (``read_labeled``): feature ``label`` where every record has it as an integer scalar
+(MNIST-likes, CIFAR, SVHN), else None (CelebA's attributes, LSUN, ImageNet32 have none).
 """
 
 from __future__ import annotations
@@ -47,38 +50,81 @@ def _image(record, tfds_name: str) -> np.ndarray:
     raise InvalidInputError(f"TFDS {tfds_name}: records have no 'image' feature (got {keys}).") from None
 
 
-def _read_random_access(ds, tfds_name: str, select: Callable[[int], np.ndarray],
-                        prepare: Callable[[Sequence[np.ndarray]], np.ndarray]) -> np.ndarray:
+def _label(record) -> int | None:
+  """The integer scalar feature ``label`` of a record, or None."""
+  try:
+    v = np.asarray(record["label"])
+  except (KeyError, TypeError, IndexError, ValueError):
+    return None
+  if v.ndim != 0 or not (np.issubdtype(v.dtype, np.integer) or v.dtype == np.bool_):
+    return None
+  return int(v)
+
+
+def _labels(labels: list) -> np.ndarray | None:
+  """int64 ``[N]`` if every record had a label, else None."""
+  if not labels or any(v is None for v in labels):
+    return None
+  return np.asarray(labels, np.int64)
+
+
+def _read_random_access_labeled(ds, tfds_name: str, select: Callable[[int], np.ndarray],
+                                prepare: Callable[[Sequence[np.ndarray]], np.ndarray]):
+  """``(x, y or None)`` of the selected records of a random-access source."""
   idx = np.asarray(select(len(ds)), np.int64)
   if idx.size == 0:
-    return prepare([])
+    return prepare([]), None
   getitems = getattr(ds, "__getitems__", None)
-  chunks = []
+  chunks, labels = [], []
   for start in range(0, idx.size, CHUNK):
     part = [int(i) for i in idx[start:start + CHUNK]]
     records = getitems(part) if getitems is not None else [ds[i] for i in part]
     chunks.append(prepare([_image(r, tfds_name) for r in records]))
-  return np.concatenate(chunks)
+    labels += [_label(r) for r in records]
+  return np.concatenate(chunks), _labels(labels)
 
 
-def _read_sequential(records, tfds_name: str, select: Callable[[int], np.ndarray],
-                     prepare: Callable[[Sequence[np.ndarray]], np.ndarray]) -> np.ndarray:
-  chunks, buf = [], []
+def _read_random_access(ds, tfds_name: str, select: Callable[[int], np.ndarray],
+                        prepare: Callable[[Sequence[np.ndarray]], np.ndarray]) -> np.ndarray:
+  return _read_random_access_labeled(ds, tfds_name, select, prepare)[0]
+
+
+def _read_sequential_labeled(records, tfds_name: str, select: Callable[[int], np.ndarray],
+                             prepare: Callable[[Sequence[np.ndarray]], np.ndarray]):
+  """``(x, y or None)`` of the selected records of a record iterator."""
+  chunks, buf, labels = [], [], []
   for r in records:
     buf.append(_image(r, tfds_name))
+    labels.append(_label(r))
     if len(buf) == CHUNK:
       chunks.append(prepare(buf))
       buf = []
   if buf or not chunks:
     chunks.append(prepare(buf))
   x = np.concatenate(chunks)
-  return x[np.asarray(select(len(x)), np.int64)]
+  idx = np.asarray(select(len(x)), np.int64)
+  y = _labels(labels)
+  return x[idx], None if y is None else y[idx]
+
+
+def _read_sequential(records, tfds_name: str, select: Callable[[int], np.ndarray],
+                     prepare: Callable[[Sequence[np.ndarray]], np.ndarray]) -> np.ndarray:
+  return _read_sequential_labeled(records, tfds_name, select, prepare)[0]
 
 
 def read(tfds_name: str, split: str, *, select: Callable[[int], np.ndarray],
          prepare: Callable[[Sequence[np.ndarray]], np.ndarray],
          data_dir: str | None = None) -> tuple[np.ndarray, str]:
-  """Reads feature ``image`` of a prepared TFDS split; never downloads.
+  """``(x, provenance)`` of ``read_labeled`` (the images only)."""
+  x, _, source = read_labeled(tfds_name, split, select=select, prepare=prepare,
+                              data_dir=data_dir)
+  return x, source
+
+
+def read_labeled(tfds_name: str, split: str, *, select: Callable[[int], np.ndarray],
+                 prepare: Callable[[Sequence[np.ndarray]], np.ndarray],
+                 data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray | None, str]:
+  """Reads features ``image`` (and ``label``) of a prepared TFDS split; never downloads.
 
   Args:
     tfds_name: e.g. ``'mnist'``, ``'lsun/classroom'``, ``'downsampled_imagenet/32x32'``.
@@ -89,7 +135,8 @@ def read(tfds_name: str, split: str, *, select: Callable[[int], np.ndarray],
     data_dir: TFDS data directory; default ``default_data_dir()``.
 
   Returns:
-    ``(x, provenance)``. Raises ``TfdsUnavailable`` when the data is not prepared.
+    ``(x, y, provenance)``; ``y`` int64 ``[N]`` in the order of ``x``, or None (see the
+    module docstring). Raises ``TfdsUnavailable`` when the data is not prepared.
   """
   data_dir = data_dir or default_data_dir()
   where = dataset_dir(tfds_name, data_dir)
@@ -102,7 +149,8 @@ def read(tfds_name: str, split: str, *, select: Callable[[int], np.ndarray],
   except Exception as e:  # pylint: disable=broad-except  (tfds raises many kinds)
     reason = f"tfds.data_source failed ({_first_line(e)})"
   else:
-    return _read_random_access(ds, tfds_name, select, prepare), f"tfds {tfds_name} (data_source)"
+    x, y = _read_random_access_labeled(ds, tfds_name, select, prepare)
+    return x, y, f"tfds {tfds_name} (data_source)"
 
   if importlib.util.find_spec("tensorflow") is None:
     raise TfdsUnavailable(
@@ -111,5 +159,5 @@ def read(tfds_name: str, split: str, *, select: Callable[[int], np.ndarray],
     ds = tfds.load(tfds_name, split=split, data_dir=data_dir, download=False, try_gcs=False)
   except Exception as e:  # pylint: disable=broad-except
     raise TfdsUnavailable(f"{reason}; tfds.load failed ({_first_line(e)})") from e
-  return (_read_sequential(tfds.as_numpy(ds), tfds_name, select, prepare),
-          f"tfds {tfds_name} (tf.data)")
+  x, y = _read_sequential_labeled(tfds.as_numpy(ds), tfds_name, select, prepare)
+  return x, y, f"tfds {tfds_name} (tf.data)"

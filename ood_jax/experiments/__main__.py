@@ -14,8 +14,8 @@ def listing() -> str:
     es = catalogue.entries(key)
     lines.append(f"{key}: {title}" + ("" if es else "  (nothing registered yet)"))
     for e in es:
-      lines.append(f"  {e.name:<16} {e.item:<20} {e.about}")
-      lines.append(f"  {'':<16} {e.command}")
+      lines.append(f"  {e.name:<22} {e.item:<24} {e.about}")
+      lines.append(f"  {'':<22} {e.command}")
     lines.append("")
   lines.append("Every command takes --preset smoke|cpu|paper, --out, --model-args, --score-args, "
                "--train-args, ... (--help).")

@@ -99,6 +99,7 @@ class Experiment:
   options: tuple[Option, ...] = ()
   check: Callable[[Run], None] | None = None
   omit: tuple[str, ...] = ()      # common flags it does not take (their value: the default)
+  model_presets: dict = dataclasses.field(default_factory=dict)
 
   def _flags(self) -> list[Option]:
     return [o for o in common_flags(self.defaults) if o.flag not in self.omit] + list(self.options)
@@ -120,7 +121,7 @@ class Experiment:
     except SystemExit as e:        # argparse printed its one-line error (or --help)
       raise _ParserExit(e.code) from None
     options = {o.dest: getattr(args, o.dest) for o in self.options}
-    run = make_run(self.name, args, options=options, argv=argv)
+    run = make_run(self.name, args, options=options, argv=argv, model_presets=self.model_presets)
     if self.check is not None:
       self.check(run)
     return run

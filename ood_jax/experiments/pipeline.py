@@ -137,14 +137,20 @@ class Trained:
             "final_train_loss_nats": r.history[-1]["loss"] if r.history else None}
 
 
-def train_or_load(run, name: str, sets: Sets) -> Trained:
+def train_or_load(run, name: str, sets: Sets, overrides: dict | None = None,
+                  label: str = "", config: TrainConfig | None = None) -> Trained:
   """Trains model ``name`` on the ID training set with the run's config, or loads its
-  finished checkpoint from the run's cache (one directory per weight-changing setting)."""
-  model = run.make_model(name, sets.hwc)
-  config = run.train_configs[name]
-  ckpt = run.checkpoint_dir(name, model, sets.train, config)
+  finished checkpoint from the run's cache (one directory per weight-changing setting).
+
+  ``overrides``: module settings of an experiment's variant (over ``--model-args``), e.g.
+  ``{'mask': 'cycle'}``; ``label`` names the variant in its checkpoint directory (the
+  directory's hash already tells variants apart); ``config`` replaces the run's config."""
+  model = run.make_model(name, sets.hwc, **(overrides or {}))
+  config = config or run.train_configs[name]
+  ckpt = run.checkpoint_dir(name, model, sets.train, config, label=label)
+  what = f"{name}[{label}]" if label else name
   result = train(model, sets.train.x, config, ckpt, progress=run.progress,
-                 desc=f"train {name} on {sets.train.name}")
+                 desc=f"train {what} on {sets.train.name}")
   return Trained(name=name, model=model, result=result, config=config, ckpt_dir=ckpt)
 
 

@@ -9,6 +9,8 @@ The per-model training configuration is resolved here, once:
       -> the model's own train_defaults, where the preset leaves that field at its default
       -> the model's budget for this experiment preset (ModelSpec.budgets: the cpu preset
          trains the flows 1 epoch, PixelCNN++ 0.5)
+      -> the training recipe of the model preset (ModelSpec.recipes, e.g. ``kirichenko``:
+         Adam, lr 5e-5, batch 32 for grey RealNVP); its epochs only under ``paper``
       -> --train-steps
       -> --train-args (explicit settings win)
 
@@ -77,6 +79,20 @@ class Run:
   k: int
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   argv: tuple[str, ...] = ()
+  train_steps: int | None = None
+
+  def for_id(self, id_name: str, oods=None) -> "Run":
+    """This run with another in-distribution set (and OOD sets), for experiments over
+    several ID sets: the training configs are resolved again (a grey and a colour set
+    get their model preset's grey and colour recipes)."""
+    channels = None
+    if any(model_registry.has_recipe(m, self.model_preset) for m in self.models):
+      channels = _id_channels(id_name, self.data_dir, self.seed)
+    configs_ = {m: resolve_train_config(self.config, m, self.seed, self.train_steps,
+                                        self.train_args, self.model_preset, channels)
+                for m in self.models}
+    return dataclasses.replace(self, id=id_name, train_configs=configs_,
+                               oods=self.oods if oods is None else tuple(oods))
 
   @property
   def config(self) -> configs.Preset:
@@ -89,11 +105,14 @@ class Run:
             + " ".join(shlex.quote(a) for a in self.argv)).strip()
 
   # ------------------------------------------------------------------ models
-  def make_model(self, name: str, hwc):
-    """Model ``name`` at the run's model preset with its ``--model-args``."""
-    return model_registry.make_model(name, self.model_preset, hwc, **self.model_args.get(name, {}))
+  def make_model(self, name: str, hwc, **overrides):
+    """Model ``name`` at the run's model preset with its ``--model-args``, then ``overrides``
+    (an experiment's variant, e.g. ``mask='cycle'``: the variant's own settings win)."""
+    return model_registry.make_model(name, self.model_preset, hwc,
+                                     **{**self.model_args.get(name, {}), **overrides})
 
-  def checkpoint_dir(self, name: str, model, train_set, config: TrainConfig | None = None) -> str:
+  def checkpoint_dir(self, name: str, model, train_set, config: TrainConfig | None = None,
+                     label: str = "") -> str:
     """Where model ``name`` trained on ``train_set`` is cached: a readable slug (ID set,
     model, model preset, explicit model settings, seed) plus a short hash of everything that
     changes the weights: the built module, the training config (``epochs`` left out when
@@ -108,8 +127,8 @@ class Run:
                       "hwc": list(train_set.x.shape[1:])}, sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     variant = settings.render(self.model_args.get(name, {}))[:60]
-    return os.path.join(self.ckpt_root, slug(train_set.name, name, self.model_preset, variant,
-                                             f"seed{config.seed}") + f"-{digest}")
+    return os.path.join(self.ckpt_root, slug(train_set.name, name, self.model_preset, label[:40],
+                                             variant, f"seed{config.seed}") + f"-{digest}")
 
   # ------------------------------------------------------------------ scores
   def score_settings(self, entry: str) -> dict[str, Any]:
@@ -193,13 +212,19 @@ def _check_model_args(models: list[str], model_preset: str, model_args: dict) ->
 
 
 def resolve_train_config(preset: configs.Preset, name: str, seed: int, train_steps: int | None,
-                         train_args: Mapping[str, Any]) -> TrainConfig:
-  """The ``TrainConfig`` of model ``name`` (see the module docstring for the order)."""
+                         train_args: Mapping[str, Any], model_preset: str | None = None,
+                         channels: int | None = None) -> TrainConfig:
+  """The ``TrainConfig`` of model ``name`` (see the module docstring for the order); the
+  recipe of ``model_preset`` (if it has one) needs the ID data's ``channels``."""
   base = TrainConfig()
   cfg = dataclasses.replace(preset.train, seed=seed)
   fill = {k: v for k, v in model_registry.train_defaults(name).items()
           if getattr(cfg, k) == getattr(base, k)}
   fill.update(model_registry.budget(name, preset.name))
+  if model_preset is not None and model_registry.has_recipe(name, model_preset):
+    if channels is None:
+      raise InvalidInputError(f"the {model_preset!r} recipe of {name!r} needs the data's channels.")
+    fill.update(model_registry.recipe(name, model_preset, channels, preset.name))
   cfg = dataclasses.replace(cfg, **fill)
   if train_steps is not None:
     cfg = dataclasses.replace(cfg, num_steps=int(train_steps))
@@ -208,10 +233,18 @@ def resolve_train_config(preset: configs.Preset, name: str, seed: int, train_ste
   return dataclasses.replace(cfg, **train_args)
 
 
+def _id_channels(id_name: str, data_dir: str | None, seed: int) -> int:
+  """Channels of the ID training set (one image loaded), for grey/colour training recipes."""
+  from ood_jax import data  # noqa: PLC0415  (only runs that need it pay for the load)
+  return int(data.load(id_name, "train", data_dir=data_dir, n=1, seed=seed).x.shape[-1])
+
+
 def make_run(experiment: str, args, *, options: Mapping[str, Any] | None = None,
-             argv=()) -> Run:
+             argv=(), model_presets: Mapping[str, str] | None = None) -> Run:
   """The checked ``Run`` of parsed flags ``args`` (an ``argparse.Namespace`` with the common
-  flags of ``cli.COMMON_FLAGS``); raises ``UnknownNameError`` / ``InvalidInputError``."""
+  flags of ``cli.COMMON_FLAGS``); ``model_presets`` maps experiment presets to the model
+  preset used when ``--model-preset`` is not given (else the experiment preset's own);
+  raises ``UnknownNameError`` / ``InvalidInputError``."""
   preset = configs.get_preset(args.preset)
   models = split_list(getattr(args, "models", ""))
   scores = settings.split_top_level(getattr(args, "scores", "") or "")
@@ -220,7 +253,8 @@ def make_run(experiment: str, args, *, options: Mapping[str, Any] | None = None,
   score_names = list(dict.fromkeys(settings.parse_entry(s)[0] for s in scores))
   for s in score_names:
     scorer_class(s)
-  model_preset = getattr(args, "model_preset", None) or preset.model_preset
+  model_preset = (getattr(args, "model_preset", None) or dict(model_presets or {}).get(preset.name)
+                  or preset.model_preset)
   model_args = _distribute(settings.parse_scoped(getattr(args, "model_args", None), "--model-args",
                                                  models, "model"),
                            models, _model_fields, "model", "--model-args")
@@ -231,8 +265,11 @@ def make_run(experiment: str, args, *, options: Mapping[str, Any] | None = None,
   train_args = settings.train_pairs(getattr(args, "train_args", None))
   settings_check.check_settings("--train-args", TrainConfig, train_args)
   seed = int(args.seed)
+  channels = None
+  if any(model_registry.has_recipe(m, model_preset) for m in models):
+    channels = _id_channels(args.id, args.data_dir, seed)
   train_configs = {m: resolve_train_config(preset, m, seed, getattr(args, "train_steps", None),
-                                           train_args) for m in models}
+                                           train_args, model_preset, channels) for m in models}
   n_eval = getattr(args, "n_eval", None)
   k = getattr(args, "k", None)
   out = args.out or os.path.join("runs", f"{experiment}_{args.id}_{args.preset}")
@@ -247,7 +284,8 @@ def make_run(experiment: str, args, *, options: Mapping[str, Any] | None = None,
             data_dir=args.data_dir, out=out, ckpt_root=ckpt_root, seed=seed,
             progress=not args.no_progress, n_train=preset.n_train,
             n_eval=n_eval if n_eval is not None else preset.n_eval,
-            k=k if k is not None else preset.k, options=dict(options or {}), argv=tuple(argv))
+            k=k if k is not None else preset.k, options=dict(options or {}), argv=tuple(argv),
+            train_steps=getattr(args, "train_steps", None))
   for s in scores:                     # every scorer's own checks (ranges, choices): now
     run.scorer(s)
   return run

@@ -128,6 +128,25 @@ def train_defaults(name: str) -> dict:
   return dict(spec(name).train_defaults)
 
 
+# Recipe fields that set a training budget: applied only under the ``paper`` experiment preset.
+BUDGET_FIELDS = ("epochs", "num_steps")
+
+
+def recipe(name: str, model_preset: str, channels: int, experiment_preset: str) -> dict:
+  """TrainConfig fields of the training recipe that comes with ``model_preset`` of model
+  ``name`` (``ModelSpec.recipes``) for ``channels`` (1: grey, else colour); its budget
+  fields only under the ``paper`` experiment preset. Empty if the preset has no recipe."""
+  fields = dict(spec(name).recipes.get(model_preset, {}).get(1 if channels == 1 else 3, {}))
+  if experiment_preset != "paper":
+    for k in BUDGET_FIELDS:
+      fields.pop(k, None)
+  return fields
+
+
+def has_recipe(name: str, model_preset: str) -> bool:
+  return model_preset in spec(name).recipes
+
+
 def budget(name: str, experiment_preset: str) -> dict:
   """TrainConfig fields replacing the budget of ``experiment_preset`` for model ``name``
   (e.g. PixelCNN++ on ``cpu``: ``{'epochs': 0.5}``); empty if the preset's own applies."""

@@ -87,6 +87,11 @@ class ModelSpec:
       sets them (flows: warm-up and clipping).
     budgets: ``{experiment preset: TrainConfig fields}`` replacing that preset's budget
       (on the 2-core CPU the flows train 1 epoch of the ``cpu`` preset, PixelCNN++ 0.5).
+    recipes: ``{model preset: {1: TrainConfig fields for grey, 3: for colour}}``: the
+      training recipe a paper gives with that architecture (Kirichenko et al.: Adam, lr
+      5e-5, batch 32 for the grey RealNVP). It replaces the experiment preset's optimiser
+      settings; its budget fields (``epochs``, ``num_steps``) apply only under the
+      ``paper`` experiment preset (the ``smoke`` and ``cpu`` presets keep their budgets).
     rose_layers: default ``fnmatch`` patterns of the layers ROSE scores, or None.
     batchnorm_parts: names of the parts whose BatchNorm mode can be set on its own
       (``train={'encoder': True, 'decoder': False}``); empty if one mode for all.
@@ -103,6 +108,7 @@ class ModelSpec:
   input_size: int | None = None
   train_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   budgets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+  recipes: Mapping[str, Mapping[int, Mapping[str, Any]]] = dataclasses.field(default_factory=dict)
   rose_layers: tuple[str, ...] | None = None
   batchnorm_parts: tuple[str, ...] = ()
   has_batchnorm: bool | Callable[[nn.Module], bool] = True

@@ -1,6 +1,9 @@
-"""Training: a jit-compiled data-parallel step, optax, orbax checkpoints, exact resume."""
+"""Training: a jit-compiled data-parallel step, optax, orbax checkpoints, exact resume;
+an optional OOD stream and objective (negative training, ``ood_jax.train.negative``)."""
 
 from ood_jax.train.config import TrainConfig
-from ood_jax.train.loop import TrainResult, init_variables, make_train_step, train
+from ood_jax.train.loop import TrainResult, init_variables, make_train_step, mean_id_loss, train
+from ood_jax.train.negative import NegativeObjective, negative_objective
 
-__all__ = ["TrainConfig", "TrainResult", "init_variables", "make_train_step", "train"]
+__all__ = ["NegativeObjective", "TrainConfig", "TrainResult", "init_variables", "make_train_step",
+           "mean_id_loss", "negative_objective", "train"]

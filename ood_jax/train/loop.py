@@ -1,17 +1,58 @@
 """The training loop: one jit-compiled, data-parallel step; orbax checkpoints; exact resume.
 
-Everything random is a function of ``(config.seed, step)``: the batch order
+Data (``train``'s ``data``, and its optional OOD stream ``ood``) is one of
+
+* uint8 images ``N x H x W x C``, checked against ``model.image_shape`` (when the model has
+  one; a model with ``image_shape`` always takes images);
+* float32 vectors ``N x D``, finite, for models without ``image_shape`` (e.g. a vector
+  RealNVP, ``__call__(x float32[N, D], train) -> NLL nats [N]``);
+* a dict ``{key: array}`` of equal leading length, e.g. ``{'x': uint8 images, 'y': int
+  labels}`` for a classifier whose ``__call__(batch_dict, train)`` returns the per-sample
+  cross-entropy. Float arrays in it must be finite; 4-D uint8 ones are checked as images.
+
+Batches keep the data's structure; ``model.init`` is called with the first ``batch_size``
+examples. ``model.apply(variables, batch, train=True)`` returns the per-sample loss ``[N]``.
+
+Objective: the scalar loss is ``objective(id_losses, ood_losses)`` of the per-sample losses
+on the ID batch and on the OOD batch (an empty ``[0]`` array without an OOD stream); the
+default (``None``) is the mean of the ID losses: plain maximum likelihood. An objective
+with ``needs_ood = True`` (``ood_jax.train.negative``) is refused without an OOD stream, and an
+OOD stream without an objective is refused (the default would ignore it).
+
+OOD stream: each step also draws ``config.batch_size`` examples of ``ood`` in an order of its
+own, a function of ``(seed, step)`` only (stream 1 of ``batches.epoch_permutation``, independent
+of the ID order), cycling through epochs of the OOD set's own length. The ID and OOD batches go
+through the model as ONE concatenated batch ``[ID; OOD]`` (one forward call), so train-mode
+BatchNorm normalises with the statistics of the joint batch, and its running averages track
+them, as Kirichenko et al.'s reference code does (``train_unsup_ood_negative.py`` runs
+``net(torch.cat((x, x_ood)))``); the losses are split back into the two parts.
+
+Everything random is a function of ``(config.seed, step)``: the batch orders
 (``epoch_permutation``) and the model's noise (``fold_in(seed, step)``). A run killed
 after its checkpoint at step s and resumed therefore ends with the same parameters as an
-uninterrupted run.
+uninterrupted run, with or without an OOD stream.
+
+Checkpoint meta: the model, the weight-changing config fields, ``n_train``, ``total_steps``,
+``ood`` (None, or the OOD set's size, per-example shapes and dtypes and the sha256 of its
+bytes) and ``objective`` (None for the default, else ``describe_objective``), so a checkpoint
+trained with another OOD set or objective, or without them, is never resumed or loaded as
+this one (checkpoints written before these keys existed read as None: plain training).
+
+History: ``{'step', 'loss', 'bits_per_dim'}`` per log period (means over it): the objective,
+and bits/dim of the mean ID per-sample loss (``D`` = H W C for images; for vectors ``D`` is
+their dimension, the bits per dimension of the continuous density; None for dicts); with a
+non-default objective also ``'id_loss'``, with an OOD stream ``'ood_loss'`` (mean per-sample
+losses of each part).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -22,13 +63,17 @@ from tqdm.auto import tqdm
 
 from ood_jax.data import batches
 from ood_jax.data.pixels import num_dims, validate_images
-from ood_jax.errors import TrainingDivergedError
+from ood_jax.errors import InvalidInputError, TrainingDivergedError
 from ood_jax.train import checkpoint
 from ood_jax.train.config import NOT_WEIGHT_FIELDS, TrainConfig
 from ood_jax.train.optim import make_optimizer
 from ood_jax.train.state import TrainState, create
 
 RNG_STREAMS = ("sample", "dequant", "dropout")
+OOD_STREAM = 1        # ``batches.epoch_permutation`` stream of the OOD batch order
+
+# objective(id_losses float32[B], ood_losses float32[B_ood]) -> scalar loss
+Objective = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 @dataclasses.dataclass
@@ -36,7 +81,7 @@ class TrainResult:
   variables: dict            # {'params': ..., 'batch_stats': ...}
   step: int                  # updates applied in total
   resumed_from: int | None   # step restored from a checkpoint, if any
-  history: list[dict]        # [{'step', 'loss', 'bits_per_dim'}], mean over each log period
+  history: list[dict]        # [{'step', 'loss', 'bits_per_dim', ...}], mean over each log period
   seconds: float             # wall time of this call
 
 
@@ -45,45 +90,223 @@ def rngs_for(key: jax.Array) -> dict[str, jax.Array]:
   return dict(zip(RNG_STREAMS, jax.random.split(key, len(RNG_STREAMS))))
 
 
-def init_variables(model: nn.Module, x_example: np.ndarray, seed: int) -> dict:
+def init_variables(model: nn.Module, x_example, seed: int) -> dict:
+  """``model.init`` on an example batch (an array or a dict of arrays)."""
   key = jax.random.PRNGKey(seed)
   return model.init({"params": key, **rngs_for(jax.random.fold_in(key, 1))},
-                    jnp.asarray(x_example), train=False)
+                    jax.tree.map(jnp.asarray, x_example), train=False)
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: int):
-  """Returns ``step(state, batch) -> (state, loss)``; the caller jits it.
+def mean_id_loss(id_losses: jax.Array, ood_losses: jax.Array) -> jax.Array:
+  """The default objective: the mean ID per-sample loss (the OOD losses are ignored)."""
+  del ood_losses
+  return jnp.mean(id_losses)
 
-  A step whose loss or gradient is not finite leaves the state unchanged and records
-  its index in ``state.bad_step``; every later step is then a no-op too.
-  """
+
+# ----------------------------------------------------------------------------- data checks
+
+
+def _is_float_matrix(x) -> bool:
+  return (isinstance(x, (np.ndarray, jax.Array)) and x.ndim == 2
+          and np.issubdtype(x.dtype, np.floating))
+
+
+def _check_vectors(x, what: str) -> np.ndarray:
+  x = np.asarray(x)
+  if x.dtype != np.float32:
+    raise InvalidInputError(
+        f"{what}: vectors must be float32 N x D, got {x.dtype}; cast with x.astype(np.float32).")
+  if x.shape[0] == 0 or x.shape[1] == 0:
+    raise InvalidInputError(f"{what}: the set of vectors is empty (shape {x.shape}).")
+  if not np.all(np.isfinite(x)):
+    raise InvalidInputError(f"{what}: the vectors contain NaN or inf values.")
+  return x
+
+
+def _check_dict(data: Mapping, model: nn.Module, what: str) -> dict:
+  if not data:
+    raise InvalidInputError(f"{what}: the dict of arrays is empty.")
+  hwc = getattr(model, "image_shape", None)
+  out, lengths = {}, {}
+  for key, v in data.items():
+    if not isinstance(key, str):
+      raise InvalidInputError(f"{what}: dict keys must be strings, got {key!r}.")
+    if isinstance(v, jax.Array):
+      v = np.asarray(v)
+    if not isinstance(v, np.ndarray) or v.ndim < 1:
+      raise InvalidInputError(
+          f"{what}[{key!r}]: expected a numpy array with the examples on axis 0, got "
+          f"{type(v).__name__}{'' if not isinstance(v, np.ndarray) else ' of shape ' + str(v.shape)}.")
+    if not (np.issubdtype(v.dtype, np.number) or v.dtype == np.bool_):
+      raise InvalidInputError(f"{what}[{key!r}]: expected a numeric array, got dtype {v.dtype}.")
+    if np.issubdtype(v.dtype, np.floating) and not np.all(np.isfinite(v)):
+      raise InvalidInputError(f"{what}[{key!r}]: contains NaN or inf values.")
+    if v.dtype == np.uint8 and v.ndim == 4:
+      v = validate_images(v, what=f"{what}[{key!r}]", hwc=None if hwc is None else tuple(hwc))
+    out[key], lengths[key] = v, len(v)
+  if len(set(lengths.values())) != 1:
+    raise InvalidInputError(f"{what}: the arrays must have equal leading length, got {lengths}.")
+  if not next(iter(lengths.values())):
+    raise InvalidInputError(f"{what}: the set is empty (leading length 0).")
+  return out
+
+
+def check_data(data, model: nn.Module, what: str = "training set"):
+  """``data`` checked (see the module docstring for the three kinds) as numpy arrays;
+  raises ``InvalidInputError`` with one clear message otherwise."""
+  if isinstance(data, Mapping):
+    return _check_dict(data, model, what)
+  hwc = getattr(model, "image_shape", None)
+  if hwc is None and _is_float_matrix(data):
+    return _check_vectors(data, what)
+  return validate_images(data, what=what, hwc=None if hwc is None else tuple(hwc))
+
+
+def _signature(x) -> dict:
+  """``{key: (per-example shape, dtype)}`` of a checked data set (key '' for an array)."""
+  items = x.items() if isinstance(x, Mapping) else [("", x)]
+  return {k: (tuple(v.shape[1:]), str(v.dtype)) for k, v in items}
+
+
+def _check_ood(ood, data, model: nn.Module):
+  """The OOD set checked as ``data`` is, with the same structure, shapes and dtypes."""
+  ood = check_data(ood, model, "OOD set")
+  if isinstance(ood, Mapping) != isinstance(data, Mapping):
+    kind = lambda x: "a dict of arrays" if isinstance(x, Mapping) else "an array"
+    raise InvalidInputError(f"OOD set: is {kind(ood)} but the training set is {kind(data)}.")
+  want, got = _signature(data), _signature(ood)
+  if want != got:
+    raise InvalidInputError(
+        f"OOD set: per-example shapes/dtypes {got} do not match the training set's {want}; "
+        "the two go through the model as one batch.")
+  return ood
+
+
+def fingerprint(x) -> dict:
+  """Size, per-example shapes/dtypes and sha256 of the bytes of a checked data set."""
+  h = hashlib.sha256()
+  items = sorted(x.items()) if isinstance(x, Mapping) else [("", x)]
+  for k, v in items:
+    h.update(f"{k}|{v.dtype}|{v.shape}|".encode())
+    h.update(np.ascontiguousarray(v).tobytes())
+  return {"n": batches.num_examples(x),
+          "shapes": {k: [list(s), d] for k, (s, d) in _signature(x).items()},
+          "sha256": h.hexdigest()}
+
+
+def describe_objective(objective: Objective | None) -> dict | None:
+  """What the checkpoint meta records of an objective: None for the default; its
+  ``describe()`` if it has one (``NegativeObjective``: name, ``c``, weighting); a dataclass
+  instance: its type and fields; a function: ``module.qualname``; any other callable: its
+  type's (two lambdas of one module, or two ``functools.partial``, read alike: give
+  objectives that differ a ``describe()``)."""
+  if objective is None:
+    return None
+  describe = getattr(objective, "describe", None)
+  if callable(describe):
+    return checkpoint.as_json(describe())
+  if dataclasses.is_dataclass(objective) and not isinstance(objective, type):
+    kind = type(objective)
+    return checkpoint.as_json({"name": f"{kind.__module__}.{kind.__qualname__}",
+                               **dataclasses.asdict(objective)})
+  owner = objective if hasattr(objective, "__qualname__") else type(objective)
+  return {"name": f"{owner.__module__}.{owner.__qualname__}"}
+
+
+def _check_objective(objective, ood, batch_size: int) -> None:
+  if objective is not None and not callable(objective):
+    raise InvalidInputError(
+        f"objective must be a function (id_losses, ood_losses) -> scalar loss, got "
+        f"{type(objective).__name__}.")
+  if ood is not None and objective is None:
+    raise InvalidInputError(
+        "an OOD stream (ood=...) needs an objective that uses it (e.g. "
+        "ood_jax.train.negative.negative_objective(c)); the default objective ignores it.")
+  if ood is None and getattr(objective, "needs_ood", False):
+    raise InvalidInputError(
+        f"objective {describe_objective(objective)} needs an OOD stream; pass ood=<OOD set>.")
+  if objective is not None:
+    n_ood = 0 if ood is None else batch_size
+    out = jax.eval_shape(objective, jax.ShapeDtypeStruct((batch_size,), jnp.float32),
+                         jax.ShapeDtypeStruct((n_ood,), jnp.float32))
+    if getattr(out, "shape", None) != ():
+      raise InvalidInputError(
+          f"objective {describe_objective(objective)} must return a scalar loss, got "
+          f"{getattr(out, 'shape', type(out).__name__)}.")
+
+
+# ----------------------------------------------------------------------------- the step
+
+
+def _concat(batch, ood_batch):
+  return jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=0), batch, ood_batch)
+
+
+def _make_step(model: nn.Module, tx: optax.GradientTransformation, seed: int,
+               objective: Objective | None = None):
+  """``step(state, batch, ood_batch=None) -> (state, stats)``; ``stats``: ``'loss'`` (the
+  objective), ``'id_loss'`` and, with an OOD batch, ``'ood_loss'`` (mean per-sample losses)."""
   base = jax.random.PRNGKey(seed)
+  fn = mean_id_loss if objective is None else objective
 
-  def step(state: TrainState, batch: jax.Array):
+  def step(state: TrainState, batch, ood_batch=None):
     rngs = rngs_for(jax.random.fold_in(base, state.step))
     mutable = list(state.model_state.keys()) or False
+    n_id = batches.num_examples(batch)
+    joint = batch if ood_batch is None else _concat(batch, ood_batch)
 
     def loss_fn(params):
-      out = model.apply({"params": params, **state.model_state}, batch, train=True,
+      out = model.apply({"params": params, **state.model_state}, joint, train=True,
                         rngs=rngs, mutable=mutable)
       losses, new_model_state = out if mutable else (out, state.model_state)
-      return jnp.mean(losses), new_model_state
+      if objective is None and ood_batch is None:
+        loss = jnp.mean(losses)                   # plain training: exactly as before
+      else:
+        loss = fn(losses[:n_id], losses[n_id:])
+      return loss, (new_model_state, losses)
 
-    (loss, new_model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (new_model_state, losses)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
     updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
     new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                         model_state=new_model_state, opt_state=new_opt_state)
     ok = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads)) & (state.bad_step < 0)
     kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
     bad_step = jnp.where(ok | (state.bad_step >= 0), state.bad_step, state.step)
-    return kept.replace(bad_step=bad_step), loss
+    stats = {"loss": loss, "id_loss": loss if objective is None else jnp.mean(losses[:n_id])}
+    if ood_batch is not None:
+      stats["ood_loss"] = jnp.mean(losses[n_id:])
+    return kept.replace(bad_step=bad_step), stats
 
   return step
 
 
-def _meta(model: nn.Module, config: TrainConfig, n_train: int, total: int) -> dict:
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: int,
+                    objective: Objective | None = None):
+  """Returns ``step(state, batch, ood_batch=None) -> (state, loss)``; the caller jits it.
+
+  ``loss`` is ``objective(id_losses, ood_losses)`` (default: the mean ID loss); with
+  ``ood_batch`` the two batches go through the model as one concatenated batch. A step whose
+  loss or gradient is not finite leaves the state unchanged and records its index in
+  ``state.bad_step``; every later step is then a no-op too.
+  """
+  inner = _make_step(model, tx, seed, objective)
+
+  def step(state: TrainState, batch, ood_batch=None):
+    state, stats = inner(state, batch, ood_batch)
+    return state, stats["loss"]
+
+  return step
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def _meta(model: nn.Module, config: TrainConfig, n_train: int, total: int,
+          ood_meta: dict | None = None, objective_meta: dict | None = None) -> dict:
   cfg = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_WEIGHT_FIELDS}
-  return {"model": repr(model), "config": cfg, "n_train": int(n_train), "total_steps": int(total)}
+  return {"model": repr(model), "config": cfg, "n_train": int(n_train), "total_steps": int(total),
+          "ood": ood_meta, "objective": objective_meta}
 
 
 def _diverged(bad_step: int, last_saved: int | None, ckpt_dir: str | None) -> TrainingDivergedError:
@@ -95,10 +318,19 @@ def _diverged(bad_step: int, last_saved: int | None, ckpt_dir: str | None) -> Tr
       "(clip_grad_norm).")
 
 
-def train(model: nn.Module, x_train: np.ndarray, config: TrainConfig,
-          ckpt_dir: str | None = None, *, progress: bool = True, desc: str = "train",
-          stop_after: int | None = None) -> TrainResult:
-  """Trains ``model`` on uint8 images ``x_train`` (N x H x W x C).
+def _dims(data) -> int | None:
+  """D for bits/dim: H W C of images, the dimension of vectors; None for dicts."""
+  if isinstance(data, Mapping):
+    return None
+  return num_dims(data)
+
+
+def train(model: nn.Module, data, config: TrainConfig, ckpt_dir: str | None = None, *,
+          ood=None, objective: Objective | None = None, progress: bool = True,
+          desc: str = "train", stop_after: int | None = None) -> TrainResult:
+  """Trains ``model`` on ``data`` (uint8 images N x H x W x C, float32 vectors N x D, or a
+  dict of arrays; see the module docstring) with ``objective`` (default: the mean ID loss),
+  optionally with the OOD stream ``ood`` (same kind as ``data``).
 
   With ``ckpt_dir``, resumes from the latest checkpoint there and saves every
   ``config.checkpoint_every`` steps and at the end; a finished checkpoint is simply
@@ -106,13 +338,20 @@ def train(model: nn.Module, x_train: np.ndarray, config: TrainConfig,
   (it stands in for a killed process in tests).
   """
   t0 = time.perf_counter()
-  x_train = validate_images(x_train, what="training set", hwc=tuple(model.image_shape))
+  data = check_data(data, model, "training set")
+  if ood is not None:
+    ood = _check_ood(ood, data, model)
+  _check_objective(objective, ood, config.batch_size)
   batches.check_divisible(config.batch_size)
-  spe = batches.steps_per_epoch(len(x_train), config.batch_size)
+  spe = batches.steps_per_epoch(batches.num_examples(data), config.batch_size)
+  if ood is not None:
+    batches.steps_per_epoch(batches.num_examples(ood), config.batch_size, what="OOD set")
   total = config.total_steps(spe)
   tx = make_optimizer(config, spe)
-  state = create(init_variables(model, x_train[:config.batch_size], config.seed), tx)
-  meta = _meta(model, config, len(x_train), total)
+  first = batches.take(data, np.arange(config.batch_size))
+  state = create(init_variables(model, first, config.seed), tx)
+  meta = _meta(model, config, batches.num_examples(data), total,
+               None if ood is None else fingerprint(ood), describe_objective(objective))
 
   mngr, start, resumed = None, 0, None
   if ckpt_dir is not None:
@@ -127,16 +366,22 @@ def train(model: nn.Module, x_train: np.ndarray, config: TrainConfig,
     raise _diverged(int(state.bad_step), last_saved, ckpt_dir)
 
   end = total if stop_after is None else min(total, stop_after)
-  step_fn = jax.jit(make_train_step(model, tx, config.seed), donate_argnums=0)
-  dims = num_dims(tuple(model.image_shape))
+  step_fn = jax.jit(_make_step(model, tx, config.seed, objective), donate_argnums=0)
+  dims = _dims(data)
+  id_batches = batches.train_batches(data, config.batch_size, config.seed, start, end)
+  ood_batches = (None if ood is None else
+                 batches.train_batches(ood, config.batch_size, config.seed, start, end,
+                                       stream=OOD_STREAM))
+  per_step = config.batch_size * (1 if ood is None else 2)
   history, pending = [], []
   bar = tqdm(total=total, initial=start, desc=desc, unit="step", disable=not progress,
              dynamic_ncols=True, leave=True)
   t_log, n_log = time.perf_counter(), 0
   try:
-    for step, batch in batches.train_batches(x_train, config.batch_size, config.seed, start, end):
-      state, loss = step_fn(state, batches.to_devices(batch))
-      pending.append(loss)
+    for step, batch in id_batches:
+      ood_batch = None if ood_batches is None else batches.to_devices(next(ood_batches)[1])
+      state, stats = step_fn(state, batches.to_devices(batch), ood_batch)
+      pending.append(stats)
       n_log += 1
       done = step + 1
       at_ckpt = mngr is not None and (done % config.checkpoint_every == 0 or done == total)
@@ -144,11 +389,9 @@ def train(model: nn.Module, x_train: np.ndarray, config: TrainConfig,
         if int(state.bad_step) >= 0:
           raise _diverged(int(state.bad_step), last_saved, ckpt_dir)
         if pending:
-          mean_loss = float(np.mean(jax.device_get(pending)))
-          rate = n_log * config.batch_size / max(time.perf_counter() - t_log, 1e-9)
-          bpd = mean_loss / (dims * math.log(2.0))
-          history.append({"step": done, "loss": mean_loss, "bits_per_dim": bpd})
-          bar.set_postfix(loss=f"{mean_loss:.1f}", bpd=f"{bpd:.3f}", img_s=f"{rate:.0f}")
+          history.append(_log_entry(done, jax.device_get(pending), dims, objective is not None))
+          rate = n_log * per_step / max(time.perf_counter() - t_log, 1e-9)
+          bar.set_postfix(_postfix(history[-1], rate))
           bar.update(n_log)
           pending, t_log, n_log = [], time.perf_counter(), 0
       if at_ckpt:
@@ -160,3 +403,25 @@ def train(model: nn.Module, x_train: np.ndarray, config: TrainConfig,
       mngr.close()
   return TrainResult(variables=state.variables, step=int(state.step), resumed_from=resumed,
                      history=history, seconds=time.perf_counter() - t0)
+
+
+def _log_entry(done: int, stats: list[dict], dims: int | None, custom: bool) -> dict:
+  """One history entry: means over the log period (see the module docstring)."""
+  mean = lambda k: float(np.mean([s[k] for s in stats]))
+  entry = {"step": done, "loss": mean("loss"),
+           "bits_per_dim": None if dims is None else mean("id_loss") / (dims * math.log(2.0))}
+  if custom:
+    entry["id_loss"] = mean("id_loss")
+  if "ood_loss" in stats[0]:
+    entry["ood_loss"] = mean("ood_loss")
+  return entry
+
+
+def _postfix(entry: dict, rate: float) -> dict[str, str]:
+  out = {"loss": f"{entry['loss']:.1f}"}
+  if entry["bits_per_dim"] is not None:
+    out["bpd"] = f"{entry['bits_per_dim']:.3f}"
+  if "ood_loss" in entry:
+    out["ood"] = f"{entry['ood_loss']:.1f}"
+  out["img_s"] = f"{rate:.0f}"
+  return out

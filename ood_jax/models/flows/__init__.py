@@ -12,7 +12,8 @@ says whether the log-det is the same for every input. All derive from ``Bijector
 Coupling layers ``sow`` ``x_in``, ``s``, ``t``, ``y_out`` into ``'intermediates'``.
 
 Models (``FlowModel`` protocol, see ``flow_model.py``): ``RealNVP`` / ``make_realnvp``,
-``Glow`` / ``make_glow`` / ``make_cv_glow``; st-networks in ``stnets.py``.
+``Glow`` / ``make_glow`` / ``make_cv_glow``; st-networks in ``stnets.py``; ``VectorRealNVP``
+(couplings ``VectorCoupling`` on ``N x D`` vectors, Kirichenko et al. App. O).
 """
 
 from ood_jax.models.flows.actnorm import ActNorm
@@ -28,11 +29,13 @@ from ood_jax.models.flows.masks import MASK_KINDS, mask_pair
 from ood_jax.models.flows.realnvp import SPEC as REALNVP_SPEC
 from ood_jax.models.flows.realnvp import RealNVP, make_realnvp
 from ood_jax.models.flows.squeeze import Squeeze, squeeze2x2, unsqueeze2x2
-from ood_jax.models.flows.stnets import BatchNorm, GlowSTNet, ResNetSTNet
+from ood_jax.models.flows.stnets import BatchNorm, GlowSTNet, HighwaySTNet, ResNetSTNet
+from ood_jax.models.flows.vector_realnvp import VectorCoupling, VectorRealNVP
 
 __all__ = [
     "ActNorm", "Bijector", "AdditiveCoupling", "AffineCoupling", "BatchNorm", "BatchNormFlow", "CV_GLOW_SPEC",
     "Chain", "Coupling", "FlowModel", "GLOW_SPEC", "REALNVP_SPEC", "Glow", "GlowSTNet", "InvConv1x1", "InvConv1x1LU", "LogitTransform",
     "MASK_KINDS", "RealNVP", "ResNetSTNet", "SimpleSTNet", "Squeeze", "make_cv_glow",
-    "make_glow", "make_realnvp", "mask_pair", "squeeze2x2", "unsqueeze2x2",
+    "make_glow", "make_realnvp", "mask_pair", "squeeze2x2", "unsqueeze2x2", "HighwaySTNet",
+    "VectorCoupling", "VectorRealNVP",
 ]

@@ -7,6 +7,10 @@ binary masks this is ``y = b * x + (1 - b) * (x * exp(s) + t)``. Because the st-
 sees entries that the layer leaves unchanged, ``(s, t)`` computed from ``y`` equal those
 computed from ``x`` and the inverse ``x = (y - t) * exp(-s)`` is exact (one shared
 ``_shift_and_log_scale`` for both directions).
+``shift_first=True`` shifts before scaling: ``y = (x + t) * exp(s)`` on the transformed
+entries, inverse ``x = y * exp(-s) - t`` (the coupling of Kirichenko et al.'s reference code,
+``CouplingLayerBase``, and of their section 4: there ``-t`` is the layer's estimate of its
+masked input). Same ``s``, same log-det.
 logdet (nats, per sample) ``= sum(out * s)``, input-dependent for the affine coupling and
 0 for the additive one (``constant_log_det``); the inverse's is the negative.
 
@@ -18,7 +22,8 @@ and ``scale`` has ``Cb`` entries.
 Intermediates (for analyses of the couplings, Kirichenko et al.): the forward map ``sow``s
 into collection ``'intermediates'`` the keys ``'x_in'`` (layer input, ``N x H x W x C``),
 ``'s'`` and ``'t'`` (log-scale and shift as applied: ``N x H x W x C``, zero outside ``out``;
-``N x H x W x Cb`` for the ``channel`` mask; ``s`` is 0 for the additive coupling) and
+``N x H x W x Cb`` for the ``channel`` mask; ``s`` is 0 for the additive coupling; with
+``shift_first`` too, ``t`` is the shift added before the scaling) and
 ``'y_out'`` (output, ``N x H x W x C``); each a 1-tuple per call. They are stored only when
 the caller passes ``mutable=['intermediates']`` (otherwise ``sow`` does nothing).
 """
@@ -60,13 +65,15 @@ class Coupling(Bijector):
   (raw scale, then shift) for the affine coupling or ``C`` (shift) for the additive one
   (``2 * Cb`` / ``Cb`` for the ``channel`` mask, see the module docstring); by default a
   ``SimpleSTNet`` with ``hidden`` channels. ``train`` is the st-network's BatchNorm mode;
-  the inverse runs it in eval mode.
+  the inverse runs it in eval mode. ``shift_first``: ``y = (x + t) * exp(s)`` instead of
+  ``x * exp(s) + t`` (module docstring).
   """
   mask: str = "checkerboard"
   index: int = 0
   additive: bool = False
   st_net: Optional[nn.Module] = None
   hidden: int = 16
+  shift_first: bool = False
 
   @nn.compact
   def _st(self, h: jax.Array, c: int, train: bool) -> tuple[jax.Array, jax.Array]:
@@ -101,13 +108,21 @@ class Coupling(Bijector):
     s, t = self._st(x * cond, x.shape[-1], train)
     return out * s, out * t
 
+  def _affine(self, x: jax.Array, s: jax.Array, t: jax.Array) -> jax.Array:
+    """The forward map of the transformed entries (identity where ``s = t = 0``)."""
+    return (x + t) * jnp.exp(s) if self.shift_first else x * jnp.exp(s) + t
+
+  def _affine_inverse(self, y: jax.Array, s: jax.Array, t: jax.Array) -> jax.Array:
+    """Inverse of ``_affine``."""
+    return y * jnp.exp(-s) - t if self.shift_first else (y - t) * jnp.exp(-s)
+
   def forward_and_log_det(self, x: jax.Array, train: bool = False):
     s, t = self._shift_and_log_scale(x, train)
     if self.mask == "channel":
       xa, xb = self._halves(x)
-      y = self._merge(xa, xb * jnp.exp(s) + t)
+      y = self._merge(xa, self._affine(xb, s, t))
     else:
-      y = x * jnp.exp(s) + t
+      y = self._affine(x, s, t)
     for key, value in zip(SOW_KEYS, (x, s, t, y)):
       self.sow("intermediates", key, value)
     return y, jnp.sum(s, axis=(1, 2, 3))
@@ -116,9 +131,9 @@ class Coupling(Bijector):
     s, t = self._shift_and_log_scale(y, False)
     if self.mask == "channel":
       ya, yb = self._halves(y)
-      x = self._merge(ya, (yb - t) * jnp.exp(-s))
+      x = self._merge(ya, self._affine_inverse(yb, s, t))
     else:
-      x = (y - t) * jnp.exp(-s)
+      x = self._affine_inverse(y, s, t)
     return x, -jnp.sum(s, axis=(1, 2, 3))
 
   @nn.nowrap

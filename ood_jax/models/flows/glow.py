@@ -1,17 +1,25 @@
-"""Glow (Kingma & Dhariwal 2018) and CV-Glow (Nalisnick et al. 2019), as used by ROSE.
+"""Glow (Kingma & Dhariwal 2018) and CV-Glow (Nalisnick et al. 2019), as used by ROSE and
+Kirichenko et al.
 
-Pixels ``y = (x + u) / 256 - 1/2`` (the shift has log-det 0) go through ``levels`` levels;
+Pixels ``y = (x + u) / 256 - 1/2`` (the shift has log-det 0; ``logit=True``: RealNVP's logit
+pre-transform instead, alpha 0.05, its log-det counted) go through ``levels`` levels;
 level l: squeeze 2x2, then ``steps`` steps of ActNorm -> invertible 1x1 conv -> coupling
 (channel halves: the first conditions, the second is transformed; the 1x1 conv mixes the
 channels between steps), then, except at the last level, a split: the second half of the
 channels is factored out with a learned conditional prior ``N(mean, exp(logs)^2)``,
 ``(mean, logs) = conv3x3(kept half)`` (zero-initialised). The top latent has a learned prior
-with one mean and log-scale per entry (zero-initialised).
+with one mean and log-scale per entry (zero-initialised). ``learn_prior=False``: every latent
+has a fixed ``N(0, I)`` prior (no split-prior convs, no ``top_mean`` / ``top_logs``
+parameters; Nalisnick et al. App. A.1's "a prior with zero mean and unit variance", and the
+prior of Kirichenko et al.'s reference Glow).
 
 * Coupling: affine (``s = scale * tanh(raw)``, as the other flows here, instead of Glow's
-  ``sigmoid(raw + 2)``) with ``GlowSTNet`` (3x3, 1x1, 3x3 convs, ``hidden`` channels, the
-  last zero-initialised); ``additive=True`` gives **CV-Glow**, whose log-det is the sum of
-  the ActNorm and 1x1-conv terms only (it does not depend on the input or the st-nets).
+  ``sigmoid(raw + 2)``; ``shift_first``: ``y = (x + t) * exp(s)``, see ``coupling.py``) with
+  an st-net chosen by ``st_net``: ``'glow'`` = ``GlowSTNet`` (3x3, 1x1, 3x3 convs, ``hidden``
+  channels, the last zero-initialised), ``'highway'`` = ``HighwaySTNet`` (``highway_layers``
+  highway layers of ``hidden`` channels, Kirichenko et al.; ``stnets.py``).
+  ``additive=True`` gives **CV-Glow**, whose log-det is the sum of the ActNorm and 1x1-conv
+  terms only (it does not depend on the input or the st-nets).
 * 1x1 conv: LU-parametrised (``lu=True``, default) or plain.
 * ActNorm data-dependent init: pure-functional, during ``model.init``: each ActNorm
   (in the steps and in the st-nets) sets its bias/scale from the statistics of the batch that
@@ -24,7 +32,8 @@ Parameter paths (ROSE scores the 1x1 convs): ``level_{l}/step{k}/invconv/...``, 
 
 Every step is a ``Chain`` of bijector layers (``forward_and_log_det`` /
 ``inverse_and_log_det``); ``Glow.constant_volume`` says whether the flow's log-det is
-input-independent (CV-Glow), from the layers' ``constant_log_det`` declarations.
+input-independent (CV-Glow without ``logit``), from the layers' ``constant_log_det``
+declarations.
 
 Model specs: ``GLOW_SPEC`` (``'glow'``) and ``CV_GLOW_SPEC`` (``'cv_glow'``), the same presets
 with ``additive`` False / True; ROSE scores ``*invconv*``; no BatchNorm.
@@ -32,8 +41,21 @@ with ``additive`` False / True; ROSE scores ``*invconv*``; no BatchNorm.
 Presets (``make_glow`` / ``make_cv_glow``; grey / colour):
 
 * ``paper``: L x K = 2 x 16, hidden 200 (grey) / 3 x 8, hidden 400 (colour).
+* ``kirichenko`` (Kirichenko et al. App. E): 2 x 16, highway st-net with 3 layers of 200
+  hidden units (grey) / 3 x 8, 400 units (colour); from their reference code, where the
+  paper is silent: ``learn_prior=False`` (``N(0, I)`` prior) and ``shift_first``. Recipe
+  (``recipes``, App. E): RMSprop, constant lr 5e-5, batch 32, 80 epochs (grey and colour).
+  Left at our defaults although the reference differs: ``logit`` (the reference Glow starts
+  with ``iLogits``, constraint 0.9 = ``logit=True``; off here because it would make the
+  shared ``cv_glow`` preset input-dependent in volume) and ``lu`` (the reference's 1x1 conv
+  is the plain ``lu=False``; the same function class).
+* ``kirichenko_cpu``: the ``kirichenko`` flags at 2 x 4, hidden 64 (grey and colour).
 * ``cpu``: 2 x 4, hidden 64 (grey and colour).
 * ``smoke``: 2 x 2, hidden 16.
+
+Not reproduced from the reference Glow: its coupling transforms the *first* channel half
+(ours the second; the 1x1 convs make the two equivalent up to a permutation) and weight-norms
+the per-channel ``scale``.
 """
 
 from __future__ import annotations
@@ -51,10 +73,23 @@ from ood_jax.models.flows.chain import Chain
 from ood_jax.models.flows.coupling import Coupling
 from ood_jax.models.flows.flow_model import FlowModel, check_image_shape, gaussian_log_density
 from ood_jax.models.flows.invconv import InvConv1x1, InvConv1x1LU
+from ood_jax.models.flows.logit import LogitTransform
 from ood_jax.models.flows.squeeze import Squeeze
-from ood_jax.models.flows.stnets import GlowSTNet
+from ood_jax.models.flows.stnets import GlowSTNet, HighwaySTNet
 from ood_jax.models.spec import ModelSpec
 from ood_jax.registry import choose
+
+ST_NETS = ("glow", "highway")
+
+
+def make_st_net(kind: str, features: int, hidden: int, highway_layers: int) -> nn.Module:
+  """An unbound st-network: ``GlowSTNet`` (``'glow'``) or ``HighwaySTNet`` (``'highway'``)."""
+  if choose("Glow st_net", kind, ST_NETS) == "highway":
+    return HighwaySTNet(features, hidden, highway_layers, parent=None)
+  return GlowSTNet(features, hidden, parent=None)
+
+
+LOGIT_ALPHA = 0.05  # the logit pre-transform's (RealNVP's and the reference's constraint 0.9)
 
 
 class GlowStep(Bijector):
@@ -62,16 +97,20 @@ class GlowStep(Bijector):
   hidden: int
   additive: bool = False
   lu: bool = True
+  st_net: str = "glow"
+  highway_layers: int = 3
+  shift_first: bool = False
 
   @nn.nowrap
   def _layers(self, c: int, **where) -> list[nn.Module]:
     """The step's layers for ``c`` channels (``where``: ``parent=None`` for unbound probes)."""
     cb = c - c // 2
-    net = GlowSTNet(cb if self.additive else 2 * cb, self.hidden, parent=None)
+    net = make_st_net(self.st_net, cb if self.additive else 2 * cb, self.hidden,
+                      self.highway_layers)
     conv = InvConv1x1LU if self.lu else InvConv1x1
     return [ActNorm(name="actnorm", **where), conv(name="invconv", **where),
             Coupling(mask="channel", index=0, additive=self.additive, st_net=net,
-                     name="coupling", **where)]
+                     shift_first=self.shift_first, name="coupling", **where)]
 
   @nn.compact
   def _chain(self, c: int) -> Chain:
@@ -91,7 +130,7 @@ class GlowStep(Bijector):
 
 class GlowLevel(nn.Module):
   """Squeeze and ``steps`` Glow steps (one ``Chain``), then (``split``) a factored-out half
-  of the channels with a learned conditional prior.
+  of the channels with a learned conditional prior (``learn_prior``) or ``N(0, I)``.
 
   ``encode(h, train)`` -> ``(h_kept, eps or None, log p(z_split), logdet)``;
   ``decode(h_kept, eps, temperature)`` -> ``h`` (eval mode).
@@ -101,21 +140,29 @@ class GlowLevel(nn.Module):
   split: bool
   additive: bool = False
   lu: bool = True
+  st_net: str = "glow"
+  highway_layers: int = 3
+  shift_first: bool = False
+  learn_prior: bool = True
 
   @nn.compact
   def _modules(self, c2: int) -> tuple[Chain, Optional[nn.Module]]:
     """``(chain, prior conv or None)``; ``c2`` the channels factored out."""
     chain = Chain([Squeeze(name="squeeze")]
-                  + [GlowStep(self.hidden, self.additive, self.lu, name=f"step{k}")
+                  + [GlowStep(self.hidden, self.additive, self.lu, self.st_net,
+                              self.highway_layers, self.shift_first, name=f"step{k}")
                      for k in range(self.steps)], name="chain")
     prior = None
-    if self.split:
+    if self.split and self.learn_prior:
       prior = nn.Conv(2 * c2, (3, 3), padding="SAME", kernel_init=nn.initializers.zeros,
                       bias_init=nn.initializers.zeros, name="prior")
     return chain, prior
 
   @staticmethod
-  def _mean_logs(prior: nn.Module, h1: jax.Array, c2: int):
+  def _mean_logs(prior: Optional[nn.Module], h1: jax.Array, c2: int):
+    """``(mean, logs)`` of the split latent's prior given the kept half (``N(0, I)``: 0, 0)."""
+    if prior is None:
+      return 0.0, 0.0
     out = prior(h1)
     return out[..., :c2], out[..., c2:]
 
@@ -146,29 +193,47 @@ class Glow(FlowModel):
   hidden: int = 200
   additive: bool = False
   lu: bool = True
+  st_net: str = "glow"
+  highway_layers: int = 3
+  learn_prior: bool = True
+  shift_first: bool = False
+  logit: bool = False
 
   def __post_init__(self):
     if int(self.levels) < 1 or int(self.steps) < 1 or int(self.hidden) < 1:
       raise InvalidInputError(
           f"Glow: levels, steps and hidden must be >= 1, got {self.levels}, {self.steps},"
           f" {self.hidden}.")
+    if int(self.highway_layers) < 0:
+      raise InvalidInputError(f"Glow: highway_layers must be >= 0, got {self.highway_layers}.")
+    choose("Glow st_net", self.st_net, ST_NETS)
     check_image_shape(self.image_shape, int(self.levels), "Glow")
     super().__post_init__()
 
   def setup(self):
-    self.level = [GlowLevel(self.steps, self.hidden, l < self.levels - 1, self.additive, self.lu)
+    self.level = [GlowLevel(self.steps, self.hidden, l < self.levels - 1, self.additive, self.lu,
+                            self.st_net, self.highway_layers, self.shift_first,
+                            self.learn_prior)
                   for l in range(self.levels)]
-    top = self.latent_shapes()[-1]
-    self.top_mean = self.param("top_mean", nn.initializers.zeros, top, jnp.float32)
-    self.top_logs = self.param("top_logs", nn.initializers.zeros, top, jnp.float32)
+    self.pre = LogitTransform(LOGIT_ALPHA) if self.logit else None
+    if self.learn_prior:
+      top = self.latent_shapes()[-1]
+      self.top_mean = self.param("top_mean", nn.initializers.zeros, top, jnp.float32)
+      self.top_logs = self.param("top_logs", nn.initializers.zeros, top, jnp.float32)
+    else:  # N(0, I): no parameters
+      self.top_mean, self.top_logs = 0.0, 0.0
 
   @property
   def constant_volume(self) -> bool:
     """Whether ``log|det dz/dy|`` is the same for every input, in both modes: True iff every
     step's layers declare a constant log-det (``constant_log_det``), i.e. for CV-Glow
-    (additive couplings; ActNorm and the 1x1 convs are constant, the squeezes 0)."""
-    step = GlowStep(self.hidden, self.additive, self.lu, parent=None)
-    return step.constant_log_det(False) and step.constant_log_det(True)
+    (additive couplings; ActNorm and the 1x1 convs are constant, the squeezes 0) without
+    the logit pre-transform."""
+    step = GlowStep(self.hidden, self.additive, self.lu, self.st_net, self.highway_layers,
+                    self.shift_first, parent=None)
+    layers = [LogitTransform(LOGIT_ALPHA, parent=None)] if self.logit else []
+    chain = Chain(layers + [step], parent=None)
+    return chain.constant_log_det(False) and chain.constant_log_det(True)
 
   def latent_shapes(self) -> list[tuple[int, int, int]]:
     """Per-image shapes of the split latents (one per level but the last), then the top's."""
@@ -183,8 +248,10 @@ class Glow(FlowModel):
 
   def encode_unit(self, y: jax.Array, train: bool = False):
     """``y`` in ``[0, 1)`` -> ``(standardised latents, log p(z), log|det dz/dy|)`` (nats)."""
-    h = y - 0.5
-    logdet = jnp.zeros((y.shape[0],), jnp.float32)
+    if self.logit:
+      h, logdet = self.pre.forward_and_log_det(y, train)
+    else:
+      h, logdet = y - 0.5, jnp.zeros((y.shape[0],), jnp.float32)
     log_pz = jnp.zeros((y.shape[0],), jnp.float32)
     eps = []
     for level in self.level:
@@ -202,14 +269,26 @@ class Glow(FlowModel):
     for l in reversed(range(self.levels)):
       e = eps[l] if l < self.levels - 1 else None
       h = self.level[l].decode(h, e, temperature)
-    return h + 0.5
+    return self.pre.inverse_and_log_det(h)[0] if self.logit else h + 0.5
 
+
+_KIRICHENKO = dict(st_net="highway", highway_layers=3, learn_prior=False, shift_first=True)
 
 _PRESETS = {
     "smoke": {1: dict(levels=2, steps=2, hidden=16), 3: dict(levels=2, steps=2, hidden=16)},
     "cpu": {1: dict(levels=2, steps=4, hidden=64), 3: dict(levels=2, steps=4, hidden=64)},
     "paper": {1: dict(levels=2, steps=16, hidden=200), 3: dict(levels=3, steps=8, hidden=400)},
+    "kirichenko": {1: dict(levels=2, steps=16, hidden=200, **_KIRICHENKO),
+                   3: dict(levels=3, steps=8, hidden=400, **_KIRICHENKO)},
+    "kirichenko_cpu": {1: dict(levels=2, steps=4, hidden=64, **_KIRICHENKO),
+                       3: dict(levels=2, steps=4, hidden=64, **_KIRICHENKO)},
 }
+
+# Kirichenko et al. App. E (RMSprop; no lr schedule: the reference trains at a constant lr).
+_KIRICHENKO_RECIPE = dict(optimizer="rmsprop", learning_rate=5e-5, batch_size=32, epochs=80,
+                          halve_every_epochs=None)
+_RECIPES = {preset: {1: _KIRICHENKO_RECIPE, 3: _KIRICHENKO_RECIPE}
+            for preset in ("kirichenko", "kirichenko_cpu")}
 
 
 _TRAIN_DEFAULTS = dict(warmup_steps=200, clip_grad_norm=100.0)
@@ -217,13 +296,15 @@ _BUDGETS = {"cpu": {"epochs": 1}}
 
 GLOW_SPEC = ModelSpec(
     name="glow", module=Glow, presets=_PRESETS, defaults={"additive": False},
-    train_defaults=_TRAIN_DEFAULTS, budgets=_BUDGETS, rose_layers=("*invconv*",),
+    train_defaults=_TRAIN_DEFAULTS, budgets=_BUDGETS, recipes=_RECIPES,
+    rose_layers=("*invconv*",),
     has_batchnorm=False,
     about="Glow (Kingma & Dhariwal 2018): ActNorm, LU 1x1 convs, affine couplings.")
 
 CV_GLOW_SPEC = ModelSpec(
     name="cv_glow", module=Glow, presets=_PRESETS, defaults={"additive": True},
-    train_defaults=_TRAIN_DEFAULTS, budgets=_BUDGETS, rose_layers=("*invconv*",),
+    train_defaults=_TRAIN_DEFAULTS, budgets=_BUDGETS, recipes=_RECIPES,
+    rose_layers=("*invconv*",),
     has_batchnorm=False,
     about="CV-Glow (Nalisnick et al. 2019): Glow with additive couplings (constant volume).")
 
@@ -238,7 +319,8 @@ def _build(spec: ModelSpec, preset: str, image_shape, overrides) -> Glow:
 
 def make_glow(preset: str, image_shape, **overrides) -> Glow:
   """``Glow`` (affine couplings) with the settings of ``preset`` (``smoke``, ``cpu``,
-  ``paper``) for grey or colour ``image_shape``; ``overrides`` replace any attribute."""
+  ``paper``, ``kirichenko``, ``kirichenko_cpu``) for grey or colour ``image_shape``;
+  ``overrides`` replace any attribute."""
   return _build(GLOW_SPEC, preset, image_shape, overrides)
 
 

@@ -4,12 +4,25 @@ Pixels ``y = (x + u) / 256`` go through the logit pre-transform (constraint 0.9,
 its log-det counts), then ``num_scales`` scales. Every scale but the last: couplings on the
 spatial mask (3 alternating checkerboards; 4 for ``mask='cycle'``, one per quadrant), squeeze
 2x2, 3 couplings on ``channel_mask`` (alternating channel halves), then half the channels are
-factored out as a latent; the last scale: 4 spatial couplings. Each coupling is affine with a
-``ResNetSTNet`` (``stnets.py``) and, with ``flow_batchnorm`` (default, as RealNVP), is
-followed by a ``BatchNormFlow``. st-net widths: ``channels * width_growth ** s`` for the
-spatial couplings of scale s and ``channels * width_growth ** (s + 1)`` for its channel-wise
-ones (the public PyTorch port: Kirichenko's 2-scale, 6-block, 64-channel FashionMNIST model
-then has 14.7 M parameters). Every latent has a standard-normal prior.
+factored out as a latent; the last scale: 4 spatial couplings. ``num_couplings = k`` makes
+every scale's spatial group k couplings instead (the channel groups keep 3): Kirichenko et
+al.'s "RealNVP with 8 coupling layers and no squeeze layers" is ``num_scales=1,
+num_couplings=8``, their "small RealNVP with 2 coupling layers and checkerboard masks"
+``num_scales=1, num_couplings=2``, the "3-layer RealNVP with horizontal masks"
+``num_scales=1, num_couplings=3, mask='horizontal'``. Coupling i of a group uses mask
+variant ``index = i`` (checkerboard/horizontal/vertical/channel alternate; cycle moves on
+one quadrant). Each coupling is affine with a ``ResNetSTNet`` (``stnets.py``) and, with
+``flow_batchnorm`` (default, as RealNVP), is followed by a ``BatchNormFlow``. st-net widths:
+``channels * width_growth ** s`` for the spatial couplings of scale s and
+``channels * width_growth ** (s + 1)`` for its channel-wise ones (the public PyTorch port:
+Kirichenko's 2-scale, 6-block, 64-channel FashionMNIST model then has 14.7 M parameters).
+Every latent has a standard-normal prior.
+
+st-net and coupling options (Kirichenko et al.): ``skip=False`` drops the st-nets' 1x1 skip
+convs (App. L's baseline), ``bottleneck = l`` inserts the dense bottleneck after the middle
+block (linear; ``bottleneck_relu=True`` puts a ReLU in it), ``shift_first=True`` makes every
+coupling ``y = (x + t) * exp(s)`` (their reference code's coupling, in which ``-t`` estimates
+the masked input); see ``stnets.py`` and ``coupling.py``.
 
 Masks (Kirichenko et al.'s ablations): ``mask`` replaces the kind of every spatial coupling
 (``checkerboard`` default, ``horizontal``, ``vertical``, ``cycle``, ``channel``);
@@ -28,12 +41,23 @@ Presets (``make_realnvp`` / ``SPEC.presets``; ``preset``: grey / colour settings
 
 * ``paper`` (Song et al. = Dinh's settings): 2 scales (downscale once); 4 residual blocks,
   32 channels (grey) / 8 blocks, 64 channels (colour).
-* ``kirichenko`` (Kirichenko et al.): 2 scales, 6 blocks, 64 channels (grey) / 3 scales,
-  8 blocks, 64 channels (colour).
+* ``kirichenko`` (Kirichenko et al.): 2 scales, 6 blocks (grey) / 3 scales, 8 blocks
+  (colour) (App. E); st-net width 64 and width growth 2 (the paper is silent: their
+  reference code's default ``mid_channels=64``, doubled at each squeeze); no ``BatchNormFlow``
+  layers between the couplings (the reference has none; its st-nets keep BatchNorm) and
+  ``shift_first`` (the reference's coupling). Recipe (``SPEC.recipes``, App. E): Adam,
+  batch 32, constant lr 5e-5, 80 epochs, no weight decay (grey) / lr 1e-4, 100 epochs,
+  weight decay 5e-5 (colour).
+* ``kirichenko_cpu``: the ``kirichenko`` flags on the ``cpu`` preset's size (2 scales,
+  1 block, 16 channels, ``width_growth=1``, grey and colour); the same recipe.
 * ``cpu``: the Song architecture shrunk for a 2-core CPU: 2 scales, 1 residual block, 16
   channels at every scale (``width_growth=1``); a batch-64 FashionMNIST step is ~0.8 s on
   2 idle cores (XLA:CPU is op-overhead bound at this size: 2 blocks / 32 channels took ~2.5x).
 * ``smoke``: 2 scales, 1 block, 8 channels, no st-net BatchNorm (tests).
+
+Not reproduced from the reference code (see also ``stnets.py``): weight-normalised convs,
+the doubling of the st-net input after its BatchNorm for checkerboard couplings, and its
+random (not zero) init of the st-nets' last conv.
 """
 
 from __future__ import annotations
@@ -57,8 +81,11 @@ from ood_jax.models.spec import ModelSpec
 from ood_jax.registry import choose
 
 
-def num_couplings(kind: str, last: bool = False) -> int:
-  """Couplings in a group of mask ``kind``: 3 (RealNVP), 4 for ``cycle`` or the last scale."""
+def group_size(kind: str, last: bool = False, override: Optional[int] = None) -> int:
+  """Couplings in a group of mask ``kind``: ``override`` if given, else 3 (RealNVP), 4 for
+  ``cycle`` or the last scale."""
+  if override is not None:
+    return int(override)
   return 4 if kind == "cycle" or last else 3
 
 
@@ -84,15 +111,21 @@ class RealNVPScale(nn.Module):
   flow_batchnorm: bool = True
   bottleneck: Optional[int] = None
   momentum: float = 0.9
+  num_couplings: Optional[int] = None
+  skip: bool = True
+  bottleneck_relu: bool = False
+  shift_first: bool = False
 
   @nn.nowrap
-  def _group(self, prefix: str, kind: str, c: int, width: int, **where) -> list[nn.Module]:
+  def _group(self, prefix: str, kind: str, c: int, width: int, size: int,
+             **where) -> list[nn.Module]:
     layers = []
-    for i in range(num_couplings(kind, self.last)):
+    for i in range(size):
       net = ResNetSTNet(coupling_features(kind, c), width, self.num_blocks, self.st_batchnorm,
-                        self.bottleneck, self.momentum, parent=None)
-      layers.append(Coupling(mask=kind, index=i, st_net=net, name=f"{prefix}coupling{i}",
-                             **where))
+                        self.bottleneck, self.momentum, skip=self.skip,
+                        bottleneck_relu=self.bottleneck_relu, parent=None)
+      layers.append(Coupling(mask=kind, index=i, st_net=net, shift_first=self.shift_first,
+                             name=f"{prefix}coupling{i}", **where))
       if self.flow_batchnorm:
         layers.append(BatchNormFlow(momentum=self.momentum, name=f"{prefix}bn{i}", **where))
     return layers
@@ -101,11 +134,13 @@ class RealNVPScale(nn.Module):
   def _layers(self, c: int, **where) -> list[nn.Module]:
     """Spatial chain, then (not ``last``) squeeze and channel chain; ``c`` input channels
     (``where``: ``parent=None`` for unbound probes)."""
-    layers = [Chain(self._group("", self.mask, c, self.width, **where), name="spatial",
-                    **where)]
+    spatial = self._group("", self.mask, c, self.width,
+                          group_size(self.mask, self.last, self.num_couplings), **where)
+    layers = [Chain(spatial, name="spatial", **where)]
     if not self.last:
       channel = self._group("channel_", self.channel_mask, 4 * c,
-                            self.width * self.width_growth, **where)
+                            self.width * self.width_growth, group_size(self.channel_mask),
+                            **where)
       layers += [Squeeze(name="squeeze", **where), Chain(channel, name="channel", **where)]
     return layers
 
@@ -146,12 +181,19 @@ class RealNVP(FlowModel):
   bottleneck: Optional[int] = None
   alpha: float = 0.05
   bn_momentum: float = 0.9
+  num_couplings: Optional[int] = None
+  skip: bool = True
+  bottleneck_relu: bool = False
+  shift_first: bool = False
 
   def __post_init__(self):
     if int(self.num_scales) < 1 or int(self.num_blocks) < 1 or int(self.channels) < 1:
       raise InvalidInputError(
           f"RealNVP: num_scales, num_blocks and channels must be >= 1, got {self.num_scales},"
           f" {self.num_blocks}, {self.channels}.")
+    if self.num_couplings is not None and int(self.num_couplings) < 1:
+      raise InvalidInputError(
+          f"RealNVP: num_couplings must be >= 1 or None, got {self.num_couplings}.")
     shape = check_image_shape(self.image_shape, int(self.num_scales) - 1, "RealNVP")
     for kind in (self.mask, self.channel_mask):
       choose("RealNVP mask", kind, MASK_KINDS)
@@ -170,7 +212,9 @@ class RealNVP(FlowModel):
                      num_blocks=self.num_blocks, mask=self.mask, channel_mask=self.channel_mask,
                      width_growth=self.width_growth, st_batchnorm=self.st_batchnorm,
                      flow_batchnorm=self.flow_batchnorm, bottleneck=self.bottleneck,
-                     momentum=self.bn_momentum)
+                     momentum=self.bn_momentum, num_couplings=self.num_couplings,
+                     skip=self.skip, bottleneck_relu=self.bottleneck_relu,
+                     shift_first=self.shift_first)
         for s in range(self.num_scales)]
 
   @property
@@ -179,7 +223,8 @@ class RealNVP(FlowModel):
     affine couplings and the logit depend on it); from the layers' ``constant_log_det``."""
     layers = [LogitTransform(self.alpha, parent=None)] + [
         RealNVPScale(s == self.num_scales - 1, 1, 1, self.mask, self.channel_mask,
-                     flow_batchnorm=self.flow_batchnorm, parent=None)
+                     flow_batchnorm=self.flow_batchnorm, num_couplings=self.num_couplings,
+                     parent=None)
         for s in range(self.num_scales)]
     chain = Chain(layers, parent=None)
     return chain.constant_log_det(False) and chain.constant_log_det(True)
@@ -215,6 +260,8 @@ class RealNVP(FlowModel):
     return self.logit.inverse_and_log_det(h)[0]
 
 
+_KIRICHENKO = dict(flow_batchnorm=False, shift_first=True)
+
 _PRESETS = {
     "smoke": {1: dict(num_scales=2, num_blocks=1, channels=8, st_batchnorm=False),
               3: dict(num_scales=2, num_blocks=1, channels=8, st_batchnorm=False)},
@@ -222,21 +269,34 @@ _PRESETS = {
             3: dict(num_scales=2, num_blocks=1, channels=16, width_growth=1)},
     "paper": {1: dict(num_scales=2, num_blocks=4, channels=32),
               3: dict(num_scales=2, num_blocks=8, channels=64)},
-    "kirichenko": {1: dict(num_scales=2, num_blocks=6, channels=64),
-                   3: dict(num_scales=3, num_blocks=8, channels=64)},
+    "kirichenko": {1: dict(num_scales=2, num_blocks=6, channels=64, **_KIRICHENKO),
+                   3: dict(num_scales=3, num_blocks=8, channels=64, **_KIRICHENKO)},
+    "kirichenko_cpu": {
+        1: dict(num_scales=2, num_blocks=1, channels=16, width_growth=1, **_KIRICHENKO),
+        3: dict(num_scales=2, num_blocks=1, channels=16, width_growth=1, **_KIRICHENKO)},
+}
+
+# Kirichenko et al. App. E (Adam; no lr schedule: the reference trains at a constant lr).
+_KIRICHENKO_RECIPE = {
+    1: dict(optimizer="adam", learning_rate=5e-5, batch_size=32, epochs=80,
+            halve_every_epochs=None, weight_decay=0.0),
+    3: dict(optimizer="adam", learning_rate=1e-4, batch_size=32, epochs=100,
+            halve_every_epochs=None, weight_decay=5e-5),
 }
 
 
 SPEC = ModelSpec(
     name="realnvp", module=RealNVP, presets=_PRESETS,
     train_defaults=dict(warmup_steps=200, clip_grad_norm=100.0), budgets={"cpu": {"epochs": 1}},
+    recipes={"kirichenko": _KIRICHENKO_RECIPE, "kirichenko_cpu": _KIRICHENKO_RECIPE},
     rose_layers=None, has_batchnorm=True,
     about="RealNVP (Dinh et al. 2017): logit, affine couplings with ResNet st-nets, BatchNorm.")
 
 
 def make_realnvp(preset: str, image_shape, **overrides) -> RealNVP:
   """``RealNVP`` with the settings of ``preset`` (``smoke``, ``cpu``, ``paper``,
-  ``kirichenko``) for grey or colour ``image_shape``; ``overrides`` replace any attribute."""
+  ``kirichenko``, ``kirichenko_cpu``) for grey or colour ``image_shape``; ``overrides``
+  replace any attribute."""
   choose("realnvp preset", preset, SPEC.presets)
   shape = tuple(int(s) for s in image_shape)
   settings = SPEC.presets[preset][1 if shape[-1] == 1 else 3]

@@ -1,0 +1,44 @@
+"""Which datasets exist here: experiments over the papers' dataset pairs run the pairs whose
+data can be loaded and list the others with the reason (never a stand-in under another name).
+"""
+
+from __future__ import annotations
+
+from ood_jax import data
+from ood_jax.errors import DatasetNotFoundError, InvalidInputError
+
+
+def missing(name: str, split: str, data_dir: str | None) -> str | None:
+  """None if split ``split`` of ``name`` loads (one image), else why not (one line)."""
+  try:
+    data.load(name, split, data_dir=data_dir, n=1, like=(8, 8, 1))  # like: synthetic sets
+  except DatasetNotFoundError:
+    return f"{name} ({split} split) is not available here"
+  return None
+
+
+def parse_pairs(text: str, flag: str = "--pairs") -> list[tuple[str, list[str]]]:
+  """``'fashion_mnist:mnist+not_mnist,cifar10:celeb_a'`` -> ``[(id, [ood, ...]), ...]``."""
+  out = []
+  for part in [p.strip() for p in (text or "").split(",") if p.strip()]:
+    id_name, sep, oods = part.partition(":")
+    names = [o.strip() for o in oods.split("+") if o.strip()]
+    if not sep or not id_name.strip() or not names:
+      raise InvalidInputError(f"{flag}: expected 'id:ood+ood,id:ood', got {part!r} in {text!r}.")
+    out.append((id_name.strip(), names))
+  if not out:
+    raise InvalidInputError(f"{flag}: no pairs given.")
+  return out
+
+
+def pairs_meta(settings_meta: dict, runnable, skipped) -> dict:
+  """A run's ``settings_meta`` for an experiment over ``--pairs``: the pairs (run and
+  skipped with the reason) replace the single ``id`` / ``ood`` entries."""
+  meta = {k: v for k, v in settings_meta.items() if k not in ("id", "ood")}
+  return {**meta, "pairs": [[i, list(o)] for i, o in runnable], "skipped": list(skipped)}
+
+
+def require(runnable, text: str) -> None:
+  """One clear error when none of the pairs ``text`` has its data here."""
+  if not runnable:
+    raise InvalidInputError(f"--pairs {text!r}: no pair has its data here.")

@@ -1,0 +1,145 @@
+"""Image-grid figures (sample grids, latents, coupling activations) for the experiments.
+
+Conventions:
+
+* ``rows`` is an ordered mapping ``{label: images}``; every value an array ``N x H x W x C``
+  (``C`` in {1, 3}) or ``N x H x W`` (grey), uint8 or float. Row ``i`` of the figure shows
+  the images of the ``i``-th entry left to right with its label on the left; rows may hold
+  different numbers (and sizes) of images; empty cells are blank.
+* Grey images are drawn with ``cmap``; colour images are drawn as RGB.
+* Normalisation (``norm``): ``'fixed'`` uses ``vmin`` / ``vmax`` (default: 0 / 255 for
+  uint8, the figure-wide min / max for float), ``'row'`` the min / max of each row, so a
+  row of ``s`` maps next to a row of images keeps its contrast; ``'image'`` per image.
+  Colour images are clipped to the range after scaling to ``[0, 1]``.
+* Figures are drawn on ``matplotlib.figure.Figure`` with an Agg canvas (no pyplot: no
+  global backend is switched, no figure outlives its call) and saved as PNG.
+
+``image_grid(path, rows, ...)`` and ``samples_grid(path, images, title)`` write the file and
+return ``path``; bad input raises ``InvalidInputError`` before anything is drawn.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ood_jax.errors import InvalidInputError
+
+NORMS = ("fixed", "row", "image")
+
+
+def _as_images(label: str, images) -> np.ndarray:
+  """``images`` as ``N x H x W x C`` (C in {1, 3}); a 3-D array is ``N x H x W`` grey."""
+  x = np.asarray(images)
+  if x.ndim == 3:
+    x = x[..., None]
+  if x.ndim != 4 or x.shape[-1] not in (1, 3) or x.shape[0] < 1 or min(x.shape[1:3]) < 1:
+    raise InvalidInputError(
+        f"image_grid: row {label!r} must be N x H x W x C with N >= 1 and C in {{1, 3}}, got"
+        f" shape {x.shape}.")
+  if not (x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating)
+          or np.issubdtype(x.dtype, np.integer) or x.dtype == bool):
+    raise InvalidInputError(
+        f"image_grid: row {label!r} has dtype {x.dtype}; expected uint8 or float.")
+  if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+    raise InvalidInputError(f"image_grid: row {label!r} has NaN or inf values.")
+  return x
+
+
+def _range(x: np.ndarray, vmin, vmax) -> tuple[float, float]:
+  """``(lo, hi)`` with ``hi > lo``; uint8 defaults to 0..255, other dtypes to min..max."""
+  lo = (0.0 if x.dtype == np.uint8 else float(np.min(x))) if vmin is None else float(vmin)
+  hi = (255.0 if x.dtype == np.uint8 else float(np.max(x))) if vmax is None else float(vmax)
+  return (lo, hi) if hi > lo else (lo - 0.5, lo + 0.5)
+
+
+def image_grid(path: str, rows: Mapping[str, np.ndarray], *, title: Optional[str] = None,
+               cmap: str = "gray", norm: str = "fixed", vmin: Optional[float] = None,
+               vmax: Optional[float] = None, cell: float = 1.0, max_cols: Optional[int] = None,
+               col_titles: Optional[list[str]] = None) -> str:
+  """Writes a labelled grid of images to the PNG ``path`` and returns ``path``.
+
+  Args:
+    path: output file (PNG).
+    rows: ordered ``{label: images}``, images ``N x H x W x C`` or ``N x H x W`` (module
+      docstring).
+    title: figure title.
+    cmap: colormap of the grey images.
+    norm: ``'fixed'`` (``vmin`` / ``vmax``, defaults from the dtype / data), ``'row'``
+      (each row its own min..max) or ``'image'`` (each image its own).
+    vmin, vmax: the range with ``norm='fixed'`` (ignored otherwise).
+    cell: inches per image.
+    max_cols: show at most this many images per row.
+    col_titles: titles of the columns (over the first row).
+  """
+  if not isinstance(rows, Mapping) or not rows:
+    raise InvalidInputError("image_grid: rows must be a non-empty mapping {label: images}.")
+  if norm not in NORMS:
+    raise InvalidInputError(f"image_grid: norm must be one of {', '.join(NORMS)}, got {norm!r}.")
+  if norm != "fixed" and (vmin is not None or vmax is not None):
+    raise InvalidInputError("image_grid: vmin / vmax apply only with norm='fixed'.")
+  if max_cols is not None and int(max_cols) < 1:
+    raise InvalidInputError(f"image_grid: max_cols must be >= 1, got {max_cols}.")
+  data = {str(k): _as_images(str(k), v) for k, v in rows.items()}
+  if max_cols is not None:
+    data = {k: v[:int(max_cols)] for k, v in data.items()}
+  ncols = max(v.shape[0] for v in data.values())
+  if col_titles is not None and len(col_titles) > ncols:
+    raise InvalidInputError(
+        f"image_grid: {len(col_titles)} column titles for {ncols} columns.")
+  if norm == "fixed":
+    if all(v.dtype == np.uint8 for v in data.values()) or (vmin is not None and vmax is not None):
+      lo_hi = _range(next(iter(data.values())), vmin, vmax)
+    else:
+      allv = np.concatenate([v.astype(np.float64).ravel() for v in data.values()])
+      lo_hi = _range(allv, vmin, vmax)
+  label_w = 0.2 + 0.065 * max(len(k) for k in data) if any(k.strip() for k in data) else 0.1
+  top_h = (0.4 if title else 0.05) + (0.2 if col_titles else 0.0)
+  width, height = cell * ncols + label_w + 0.1, cell * len(data) + top_h + 0.05
+  width = max(width, 0.075 * len(title or "") + 0.4)     # room for the title
+  fig = Figure(figsize=(width, height))
+  axes = fig.subplots(len(data), ncols, squeeze=False,
+                      gridspec_kw=dict(left=label_w / width, right=1 - 0.1 / width,
+                                       bottom=0.05 / height, top=1 - top_h / height,
+                                       wspace=0.05, hspace=0.25 if col_titles else 0.05))
+  for r, (label, x) in enumerate(data.items()):
+    row_range = _range(x, None, None) if norm == "row" else None
+    for c in range(ncols):
+      ax = axes[r, c]
+      ax.set_xticks([])
+      ax.set_yticks([])
+      for side in ax.spines.values():
+        side.set_visible(False)
+      if c == 0:
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+      if r == 0 and col_titles is not None and c < len(col_titles):
+        ax.set_title(str(col_titles[c]), fontsize=7)
+      if c >= x.shape[0]:
+        continue
+      img = x[c].astype(np.float64)
+      lo, hi = lo_hi if norm == "fixed" else row_range if norm == "row" else _range(img, None, None)
+      if img.shape[-1] == 1:
+        ax.imshow(img[..., 0], cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+      else:
+        ax.imshow(np.clip((img - lo) / (hi - lo), 0.0, 1.0), interpolation="nearest")
+  if title:
+    fig.suptitle(title, fontsize=9, y=1 - 0.05 / height, va="top")
+  FigureCanvasAgg(fig)
+  fig.savefig(path, format="png", dpi=100)
+  return path
+
+
+def samples_grid(path: str, images_uint8, title: str, *, cols: int = 8) -> str:
+  """Writes uint8 samples ``N x H x W x C`` as a grid of ``cols`` per row (PNG) and returns
+  ``path`` (e.g. a model's samples, Kirichenko et al. Fig. 15)."""
+  x = _as_images("samples", images_uint8)
+  if x.dtype != np.uint8:
+    raise InvalidInputError(f"samples_grid: expected uint8 images, got {x.dtype}.")
+  if int(cols) < 1:
+    raise InvalidInputError(f"samples_grid: cols must be >= 1, got {cols}.")
+  cols = min(int(cols), x.shape[0])
+  rows = {" " * (i // cols): x[i:i + cols] for i in range(0, x.shape[0], cols)}  # blank labels
+  return image_grid(path, rows, title=title)
