@@ -79,3 +79,25 @@ def test_bottleneck_variants_and_coupling_figure(data_dir, tmp_path):
   assert [s["variant"] for s in summary] == ["baseline", "l4"]
   files = json.load(open(os.path.join(out, ".report-files.json")))
   assert any(f.startswith("couplings_l4_toy") for f in files)
+
+
+def test_pairs_merge_a_repeated_id_and_transforms_are_available(data_dir):
+  parse = kirichenko_table1.availability.parse_pairs
+  assert parse("toy:other,toy:rotation+other,b:c") == [("toy", ["other", "rotation"]), ("b", ["c"])]
+  runnable, skipped = kirichenko_table1.plan(parse("toy:rotation+other"), data_dir)
+  assert runnable == [("toy", ["rotation", "other"])] and not skipped
+  assert kirichenko_table1.paper_auroc("FashionMNIST", "mnist", "realnvp") == 10.8   # an alias
+
+
+def test_for_id_resolves_each_id_sets_recipe(tmp_path):
+  """Experiments over several ID sets resolve the grey and the colour recipe per set."""
+  np.savez(tmp_path / "greyset_train.npz", x=np.zeros((4, 8, 8, 1), np.uint8))
+  np.savez(tmp_path / "colourset_train.npz", x=np.zeros((4, 8, 8, 3), np.uint8))
+  r = kirichenko_table1.EXPERIMENT.make_run(["--preset", "cpu", "--data-dir", str(tmp_path),
+                                             "--pairs", "greyset:x"])
+  assert r.model_preset == "kirichenko_cpu"
+  grey = r.for_id("greyset").train_configs["realnvp"]
+  colour = r.for_id("colourset").train_configs["realnvp"]
+  assert (grey.learning_rate, grey.weight_decay, grey.batch_size) == (5e-5, 0.0, 32)
+  assert (colour.learning_rate, colour.weight_decay) == (1e-4, 5e-5)
+  assert r.for_id("colourset").train_configs["glow"].optimizer == "rmsprop"

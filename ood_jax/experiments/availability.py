@@ -4,6 +4,8 @@ data can be loaded and list the others with the reason (never a stand-in under a
 
 from __future__ import annotations
 
+import dataclasses
+
 from ood_jax import data
 from ood_jax.errors import DatasetNotFoundError, InvalidInputError
 
@@ -18,7 +20,8 @@ def missing(name: str, split: str, data_dir: str | None) -> str | None:
 
 
 def parse_pairs(text: str, flag: str = "--pairs") -> list[tuple[str, list[str]]]:
-  """``'fashion_mnist:mnist+not_mnist,cifar10:celeb_a'`` -> ``[(id, [ood, ...]), ...]``."""
+  """``'fashion_mnist:mnist+not_mnist,cifar10:celeb_a'`` -> ``[(id, [ood, ...]), ...]``; an ID
+  set named twice gets the OOD sets of both (one entry, so no two runs share its name)."""
   out = []
   for part in [p.strip() for p in (text or "").split(",") if p.strip()]:
     id_name, sep, oods = part.partition(":")
@@ -28,14 +31,22 @@ def parse_pairs(text: str, flag: str = "--pairs") -> list[tuple[str, list[str]]]
     out.append((id_name.strip(), names))
   if not out:
     raise InvalidInputError(f"{flag}: no pairs given.")
-  return out
+  merged: dict[str, list[str]] = {}          # one entry per ID set (its OOD sets in order)
+  for id_name, names in out:
+    keep = merged.setdefault(id_name, [])
+    keep += [n for n in names if n not in keep]
+  return list(merged.items())
 
 
-def pairs_meta(settings_meta: dict, runnable, skipped) -> dict:
+def pairs_meta(settings_meta: dict, runnable, skipped, runs=()) -> dict:
   """A run's ``settings_meta`` for an experiment over ``--pairs``: the pairs (run and
-  skipped with the reason) replace the single ``id`` / ``ood`` entries."""
-  meta = {k: v for k, v in settings_meta.items() if k not in ("id", "ood")}
-  return {**meta, "pairs": [[i, list(o)] for i, o in runnable], "skipped": list(skipped)}
+  skipped with the reason) replace the single ``id`` / ``ood`` entries, and the training
+  configs of each ID set's run (``Run.for_id``: grey and colour recipes differ) replace the
+  run-wide ones."""
+  meta = {k: v for k, v in settings_meta.items() if k not in ("id", "ood", "train_configs")}
+  configs = {ri.id: {m: dataclasses.asdict(c) for m, c in ri.train_configs.items()} for ri in runs}
+  return {**meta, "pairs": [[i, list(o)] for i, o in runnable], "skipped": list(skipped),
+          "train_configs": configs}
 
 
 def require(runnable, text: str) -> None:

@@ -121,6 +121,7 @@ class Experiment:
     except SystemExit as e:        # argparse printed its one-line error (or --help)
       raise _ParserExit(e.code) from None
     options = {o.dest: getattr(args, o.dest) for o in self.options}
+    args.id_optional = "--id" in self.omit    # experiments over --pairs: --id unused
     run = make_run(self.name, args, options=options, argv=argv, model_presets=self.model_presets)
     if self.check is not None:
       self.check(run)

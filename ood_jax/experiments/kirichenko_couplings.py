@@ -298,7 +298,7 @@ def run(r: Run) -> Result:
               "the first layer predicts poorly and the second and third almost ideally, on "
               "both.", "", mse_table(rows)]
   sections += skipped_lines(skipped)
-  meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped),
+  meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped, runs),
           "variants": extra, "models_trained": info}
   return Result(title=f"Kirichenko et al. section 4: coupling layers ({r.preset} preset)",
                 meta=meta, results=rows, sections=["\n".join(sections)], figures=figs)

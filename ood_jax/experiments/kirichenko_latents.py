@@ -214,7 +214,7 @@ def run(r: Run) -> Result:
                  f"{fmt(row.get('edge_corr_z'))} | {fmt(row.get('edge_corr_z_avg'))} | "
                  f"{fmt(row.get('edge_corr_z_bn_train'))} |")
   lines += skipped_lines(skipped)
-  meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped),
+  meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped, runs),
           "models_trained": info, "k_avg": k_avg, "bn_batch": bn_batch, "n_stat": n_stat}
   return Result(title=f"Kirichenko et al. section 3: flow latents ({r.preset} preset)", meta=meta,
                 results=results, sections=["\n".join(lines)], figures=figs)

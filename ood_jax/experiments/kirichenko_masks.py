@@ -53,7 +53,7 @@ def run(r: Run) -> Result:
            "improves; cycle: FashionMNIST above MNIST on average, CelebA similar to SVHN."]
   if skipped:
     lines += ["", "Not run here:", ""] + [f"* {s['id']} -> {s['ood']}: {s['reason']}." for s in skipped]
-  meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped),
+  meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped, runs),
           "masks": masks, "couplings": n}
   return Result(title=f"Kirichenko et al. App. L.1: masks ({r.preset} preset)", meta=meta,
                 rows=sw.rows, samples=sw.samples, sections=["\n".join(lines)],

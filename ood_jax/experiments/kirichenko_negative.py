@@ -250,7 +250,7 @@ def run(r: Run) -> Result:
     for label, trained, training in ((name, baseline, "maximum likelihood"),
                                      (NEGATIVE.format(name), negative, "negative")):
       with pipeline.Timer() as ts:
-        vals = pipeline.score_all(r, trained, eval_sets, scores=["nll"])
+        vals = pipeline.score_all(r, trained, eval_sets, scores=["nll"], base={"k": 1})  # one draw
       model_rows = pipeline.metric_rows(r.id, label, vals)
       rows += model_rows
       samples.update(pipeline.samples_for(r.id, label, vals, sets.hwc))

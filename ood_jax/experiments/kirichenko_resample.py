@@ -160,7 +160,7 @@ def run(r: Run) -> Result:
                  f"{fmt(s['beyond_ring_changed_frac'], '.3f')} | {s['inside_mean_abs']:.2f} | "
                  f"{s['round_trip_max_abs']} |")
   lines += skipped_lines(skipped)
-  meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped),
+  meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped, runs),
           "models_trained": info, "square": size, "temperature": temp, "n_stat": n_stat}
   return Result(title=f"Kirichenko et al. App. M.1: latent re-sampling ({r.preset} preset)",
                 meta=meta, results=results, sections=["\n".join(lines)], figures=figs)

@@ -154,13 +154,14 @@ def train_or_load(run, name: str, sets: Sets, overrides: dict | None = None,
   return Trained(name=name, model=model, result=result, config=config, ckpt_dir=ckpt)
 
 
-def score_all(run, trained: Trained, sets: Sets, scores=None,
+def score_all(run, trained: Trained, sets: Sets, scores=None, base=None,
               **settings_over) -> dict[str, dict[str, np.ndarray]]:
   """``{score: {'__id__': s_id, ood_name: s_ood, ...}}`` for one trained model, each scorer
-  with the run's settings (``Run.scorer``) fitted on the ID training set."""
+  with the run's settings (``Run.scorer``: ``base`` under ``--score-args``,
+  ``settings_over`` above) fitted on the ID training set."""
   out = {}
   for name in (run.scores if scores is None else scores):
-    scorer = run.scorer(name, trained.name, trained.scores_ckpt_dir, **settings_over)
+    scorer = run.scorer(name, trained.name, trained.scores_ckpt_dir, base=base, **settings_over)
     state = scorer.fit(trained.model, trained.variables, sets.train.x)
     vals = {"__id__": scorer.score(state, sets.test.x)}
     for ood_name, s in sets.ood.items():

@@ -30,7 +30,7 @@ import shlex
 from typing import Any, Mapping
 
 from ood_jax import registry as settings_check
-from ood_jax.errors import InvalidInputError
+from ood_jax.errors import DatasetNotFoundError, InvalidInputError
 from ood_jax.experiments import configs, settings
 from ood_jax.models import registry as model_registry
 from ood_jax.scores import get_scorer, scorer_class, scorer_fields
@@ -114,7 +114,7 @@ class Run:
   def checkpoint_dir(self, name: str, model, train_set, config: TrainConfig | None = None,
                      label: str = "") -> str:
     """Where model ``name`` trained on ``train_set`` is cached: a readable slug (ID set,
-    model, model preset, explicit model settings, seed) plus a short hash of everything that
+    model, model preset, the variant's ``label``, explicit model settings, seed) plus a short hash of everything that
     changes the weights: the built module, the training config (``epochs`` left out when
     ``num_steps`` fixes the length) and the training images themselves (their bytes, so two
     data dirs with a same-named set, or another subset seed, never share a checkpoint)."""
@@ -267,7 +267,12 @@ def make_run(experiment: str, args, *, options: Mapping[str, Any] | None = None,
   seed = int(args.seed)
   channels = None
   if any(model_registry.has_recipe(m, model_preset) for m in models):
-    channels = _id_channels(args.id, args.data_dir, seed)
+    try:
+      channels = _id_channels(args.id, args.data_dir, seed)
+    except DatasetNotFoundError:
+      if not getattr(args, "id_optional", False):
+        raise
+      channels = 1   # experiments over --pairs resolve each ID set's configs (Run.for_id)
   train_configs = {m: resolve_train_config(preset, m, seed, getattr(args, "train_steps", None),
                                            train_args, model_preset, channels) for m in models}
   n_eval = getattr(args, "n_eval", None)

@@ -49,7 +49,7 @@ def sweep(r: Run, model: str, runs: list[Run], variants_of, n_samples: int = 16)
     for label, over in variants.items():
       trained = pipeline.train_or_load(ri, model, sets, overrides=over, label=label)
       with pipeline.Timer() as ts:
-        vals = pipeline.score_all(ri, trained, sets, scores=["nll"])
+        vals = pipeline.score_all(ri, trained, sets, scores=["nll"], base={"k": 1})  # one draw
       name = f"{model}[{label}]"
       rows = pipeline.metric_rows(ri.id, name, vals)
       out.rows += rows

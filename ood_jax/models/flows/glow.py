@@ -44,7 +44,10 @@ Presets (``make_glow`` / ``make_cv_glow``; grey / colour):
 * ``kirichenko`` (Kirichenko et al. App. E): 2 x 16, highway st-net with 3 layers of 200
   hidden units (grey) / 3 x 8, 400 units (colour); from their reference code, where the
   paper is silent: ``learn_prior=False`` (``N(0, I)`` prior) and ``shift_first``. Recipe
-  (``recipes``, App. E): RMSprop, constant lr 5e-5, batch 32, 80 epochs (grey and colour).
+  (``recipes``, App. E): RMSprop, lr 5e-5 (no decay; our 200-step warm-up stays), batch 32,
+  80 epochs (grey and colour), as the paper states; the reference's README trains colour Glow
+  at lr 1e-5 for 161 epochs and applies weight decay 5e-5 (its argparse default) to RMSprop,
+  which the paper does not mention (we use none).
   Left at our defaults although the reference differs: ``logit`` (the reference Glow starts
   with ``iLogits``, constraint 0.9 = ``logit=True``; off here because it would make the
   shared ``cv_glow`` preset input-dependent in volume) and ``lu`` (the reference's 1x1 conv
@@ -284,7 +287,7 @@ _PRESETS = {
                        3: dict(levels=2, steps=4, hidden=64, **_KIRICHENKO)},
 }
 
-# Kirichenko et al. App. E (RMSprop; no lr schedule: the reference trains at a constant lr).
+# Kirichenko et al. App. E (RMSprop; no lr decay; our 200-step warm-up stays).
 _KIRICHENKO_RECIPE = dict(optimizer="rmsprop", learning_rate=5e-5, batch_size=32, epochs=80,
                           halve_every_epochs=None)
 _RECIPES = {preset: {1: _KIRICHENKO_RECIPE, 3: _KIRICHENKO_RECIPE}

@@ -46,8 +46,12 @@ Presets (``make_realnvp`` / ``SPEC.presets``; ``preset``: grey / colour settings
   reference code's default ``mid_channels=64``, doubled at each squeeze); no ``BatchNormFlow``
   layers between the couplings (the reference has none; its st-nets keep BatchNorm) and
   ``shift_first`` (the reference's coupling). Recipe (``SPEC.recipes``, App. E): Adam,
-  batch 32, constant lr 5e-5, 80 epochs, no weight decay (grey) / lr 1e-4, 100 epochs,
-  weight decay 5e-5 (colour).
+  batch 32, lr 5e-5, 80 epochs, no weight decay (grey) / lr 1e-4, 100 epochs, weight
+  decay 5e-5 (colour); no lr decay, as the reference. Not as the reference: our flows' own
+  200-step linear warm-up and clipping at norm 100 stay on (the reference has no warm-up; it
+  clips at 100 too); its weight decay applies only to the weight-norm ``g`` parameters (and,
+  by its argparse default, to the grey models too), ours (coupled L2, torch's Adam) to every
+  parameter of the colour model only, as the paper states it.
 * ``kirichenko_cpu``: the ``kirichenko`` flags on the ``cpu`` preset's size (2 scales,
   1 block, 16 channels, ``width_growth=1``, grey and colour); the same recipe.
 * ``cpu``: the Song architecture shrunk for a 2-core CPU: 2 scales, 1 residual block, 16
@@ -276,7 +280,7 @@ _PRESETS = {
         3: dict(num_scales=2, num_blocks=1, channels=16, width_growth=1, **_KIRICHENKO)},
 }
 
-# Kirichenko et al. App. E (Adam; no lr schedule: the reference trains at a constant lr).
+# Kirichenko et al. App. E (Adam; no lr decay, as the reference; our 200-step warm-up stays).
 _KIRICHENKO_RECIPE = {
     1: dict(optimizer="adam", learning_rate=5e-5, batch_size=32, epochs=80,
             halve_every_epochs=None, weight_decay=0.0),
@@ -289,7 +293,7 @@ SPEC = ModelSpec(
     name="realnvp", module=RealNVP, presets=_PRESETS,
     train_defaults=dict(warmup_steps=200, clip_grad_norm=100.0), budgets={"cpu": {"epochs": 1}},
     recipes={"kirichenko": _KIRICHENKO_RECIPE, "kirichenko_cpu": _KIRICHENKO_RECIPE},
-    rose_layers=None, has_batchnorm=True,
+    rose_layers=None, has_batchnorm=lambda m: bool(m.st_batchnorm or m.flow_batchnorm),
     about="RealNVP (Dinh et al. 2017): logit, affine couplings with ResNet st-nets, BatchNorm.")
 
 
