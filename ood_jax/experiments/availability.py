@@ -53,3 +53,28 @@ def require(runnable, text: str) -> None:
   """One clear error when none of the pairs ``text`` has its data here."""
   if not runnable:
     raise InvalidInputError(f"--pairs {text!r}: no pair has its data here.")
+
+
+def plan(pairs, missing_fn, *, ood_name=lambda ood, id_name: ood, id_extra=None):
+  """``(runnable [(id, [ood, ...])], skipped [{'id', 'ood', 'reason'}])`` of ``pairs``: a pair
+  runs when ``missing_fn(name, split)`` (a reason, or None) finds the ID train and test splits
+  and the OOD test split (named ``ood_name(ood, id)``, e.g. a transform of the ID test set),
+  and ``id_extra(id)`` (a further check of the ID set, e.g. its labels) has no reason."""
+  runnable, skipped = [], []
+  for id_name, oods in pairs:
+    why = missing_fn(id_name, "train") or missing_fn(id_name, "test")
+    if why is None and id_extra is not None:
+      why = id_extra(id_name)
+    if why:
+      skipped += [{"id": id_name, "ood": o, "reason": why} for o in oods]
+      continue
+    keep = []
+    for o in oods:
+      why = missing_fn(ood_name(o, id_name), "test")
+      if why:
+        skipped.append({"id": id_name, "ood": o, "reason": why})
+      else:
+        keep.append(o)
+    if keep:
+      runnable.append((id_name, keep))
+  return runnable, skipped

@@ -48,7 +48,7 @@ from matplotlib.figure import Figure
 from ood_jax import data
 from ood_jax.data import batches, features as feature_files
 from ood_jax.data.registry import canonical_name, subset_indices
-from ood_jax.errors import DatasetNotFoundError, InvalidInputError
+from ood_jax.errors import InvalidInputError
 from ood_jax.experiments import availability, cli, pipeline, settings
 from ood_jax.experiments.report import Result
 from ood_jax.experiments.run import Run, slug
@@ -153,16 +153,6 @@ def resolved(r: Run) -> dict:
 # ----------------------------------------------------------------------------- plan
 
 
-def _image_missing(spec: str, split: str, data_dir) -> str | None:
-  """None if split ``split`` of ``spec`` loads (one image; synthetic sets at 32 x 32 x 3),
-  else why not."""
-  try:
-    data.load(spec, split, data_dir=data_dir, n=1, like=(32, 32, 3))
-  except DatasetNotFoundError:
-    return f"{spec} ({split} split) is not available here"
-  return None
-
-
 def _feature_missing(name: str, split: str, features_dir: str) -> str | None:
   paths = feature_files.feature_paths(name, split, features_dir)
   if any(os.path.isfile(p) for p in paths):
@@ -182,27 +172,10 @@ def plan(pairs, data_dir, features_dir=None) -> tuple[list[tuple[str, list[str]]
   when the ID train (labelled) and test splits and the OOD test split load; with
   ``features_dir``, when their feature files exist."""
   if features_dir:
-    missing = lambda n, s: _feature_missing(n, s, features_dir)
-  else:
-    missing = lambda n, s: _image_missing(n, s, data_dir)
-  runnable, skipped = [], []
-  for id_name, oods in pairs:
-    why = missing(id_name, "train") or missing(id_name, "test")
-    if why is None and not features_dir:
-      why = _label_missing(id_name, data_dir)
-    if why:
-      skipped += [{"id": id_name, "ood": o, "reason": why} for o in oods]
-      continue
-    keep = []
-    for o in oods:
-      why = missing(o if features_dir else pipeline.ood_spec(o, id_name), "test")
-      if why:
-        skipped.append({"id": id_name, "ood": o, "reason": why})
-      else:
-        keep.append(o)
-    if keep:
-      runnable.append((id_name, keep))
-  return runnable, skipped
+    return availability.plan(pairs, lambda n, split: _feature_missing(n, split, features_dir))
+  return availability.plan(pairs, lambda n, split: availability.missing(n, split, data_dir),
+                           ood_name=pipeline.ood_spec,
+                           id_extra=lambda n: _label_missing(n, data_dir))
 
 
 def check(r: Run) -> None:

@@ -52,25 +52,10 @@ def paper_auroc(id_name: str, ood: str, model: str):
 
 
 def plan(pairs, data_dir) -> tuple[list[tuple[str, list[str]]], list[dict]]:
-  """``(runnable [(id, [ood, ...])], skipped [{'id', 'ood', 'reason'}])``: a pair runs when
-  the ID train and test splits and the OOD test split load here."""
-  runnable, skipped = [], []
-  for id_name, oods in pairs:
-    why = (availability.missing(id_name, "train", data_dir)
-           or availability.missing(id_name, "test", data_dir))
-    if why:
-      skipped += [{"id": id_name, "ood": o, "reason": why} for o in oods]
-      continue
-    keep = []
-    for o in oods:
-      why = availability.missing(pipeline.ood_spec(o, id_name), "test", data_dir)
-      if why:
-        skipped.append({"id": id_name, "ood": o, "reason": why})
-      else:
-        keep.append(o)
-    if keep:
-      runnable.append((id_name, keep))
-  return runnable, skipped
+  """``availability.plan`` of local image sets: a pair runs when the ID train and test splits
+  and the OOD test split (a transform: of the ID test set) load here."""
+  return availability.plan(pairs, lambda n, split: availability.missing(n, split, data_dir),
+                           ood_name=pipeline.ood_spec)
 
 
 def check(r: Run) -> None:
