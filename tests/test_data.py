@@ -488,5 +488,5 @@ def test_public_api_reexports():
                "conform", "apply_transforms", "parse_spec", "is_transform", "ImageSet"):
     assert hasattr(data, name)
   assert "noise" in data.DATASETS and "lsun" in data.DATASETS
-  assert set(data.TRANSFORMS) == {"rotation", "brightness", "grayscale", "rgb", "resize"}
+  assert set(data.TRANSFORMS) == {"rotation", "brightness", "gray", "grayscale", "rgb", "resize"}
   assert os.path.basename(local.file_name("lsun/bedroom", "test")) == "lsun_bedroom_test.npz"

@@ -19,6 +19,7 @@ import pytest
 from ood_jax.data.pixels import LOG_256
 from ood_jax.errors import InvalidInputError, UnknownNameError
 from ood_jax.models import make_model
+from ood_jax.models import registry as model_registry
 from ood_jax.models.flows.flow_model import gaussian_log_density
 from ood_jax.models.flows.glow import CV_GLOW_SPEC, GLOW_SPEC, Glow, make_cv_glow, make_glow
 
@@ -167,7 +168,8 @@ def test_specs():
     assert spec.rose_layers == ("*invconv*",) and not spec.has_batchnorm
     assert dict(spec.train_defaults) == dict(warmup_steps=200, clip_grad_norm=100.0)
     assert spec.budgets == {"cpu": {"epochs": 1}} and spec.about
-    assert set(spec.presets) == {"smoke", "cpu", "paper", "kirichenko", "kirichenko_cpu"}
+    assert set(spec.presets) == {"smoke", "cpu", "paper", "kirichenko", "kirichenko_cpu",
+                                 "nalisnick", "nalisnick_cpu"}
     make = make_cv_glow if additive else make_glow
     for preset in spec.presets:
       for shape in ((28, 28, 1), (32, 32, 3)):
@@ -237,6 +239,39 @@ def test_inverse_other_shapes(shape, kw):
   f = jax.jit(lambda v, y: model.apply(v, model.apply(v, y, False, method="encode_unit")[0],
                                        method="decode_unit"))
   np.testing.assert_allclose(f(variables, y), y, atol=5e-5)
+
+
+def test_no_actnorm_option_and_nalisnick_preset():
+  """``actnorm=False`` drops the steps' ActNorm (no parameters, still invertible with the
+  Jacobian's log-det); the ``nalisnick`` preset is App. A.1's Glow and recipe."""
+  model = make_cv_glow("smoke", SHAPE, actnorm=False, learn_prior=False, st_net="highway")
+  x = _images(2)
+  variables = _init(model, x)
+  assert not any("actnorm" in str(path) for path, _ in
+                 jax.tree_util.tree_flatten_with_path(variables["params"])[0])
+  encode, decode, jac = _fns(model)
+  y = _unit(x)
+  eps, log_pz, logdet = encode(variables, y)
+  np.testing.assert_allclose(decode(variables, eps), y, atol=2e-5)
+  j = np.asarray(jac(variables, y), np.float64)
+  for i in range(2):
+    np.testing.assert_allclose(logdet[i], np.linalg.slogdet(j[i, :, i, :])[1], rtol=1e-4,
+                               atol=2e-2)
+  # The volume is the 1x1 convs' alone: H * W * sum(log_s) per step.
+  want = sum(size * np.sum(step["invconv"]["log_s"])
+             for lvl, size in (("level_0", 16), ("level_1", 4))
+             for step in variables["params"][lvl].values() if "invconv" in step)
+  np.testing.assert_allclose(logdet, want, rtol=1e-5)
+  m = make_model("glow", "nalisnick", (28, 28, 1))
+  assert (m.levels, m.steps, m.hidden, m.st_net, m.highway_layers, m.learn_prior,
+          m.actnorm) == (2, 16, 200, "highway", 3, False, False)
+  m = make_model("cv_glow", "nalisnick", (32, 32, 3))
+  assert (m.levels, m.steps, m.hidden, m.additive, m.actnorm) == (3, 8, 400, True, False)
+  grey = model_registry.recipe("cv_glow", "nalisnick", 1, "paper")
+  assert grey == dict(optimizer="rmsprop", learning_rate=1e-5, batch_size=32, num_steps=100_000,
+                      decay_steps=(80_000, 90_000), decay_factor=0.5, halve_every_epochs=None)
+  assert model_registry.recipe("glow", "nalisnick", 3, "paper") == dict(grey, weight_decay=5e-2)
+  assert "num_steps" not in model_registry.recipe("glow", "nalisnick", 1, "cpu")
 
 
 def test_presets_and_errors():

@@ -5,7 +5,9 @@ A name is resolved through these sources, first hit wins:
 1. a local ``<name>_<split>.npz`` (see ``ood_jax.data.local`` for the directories);
 2. FashionMNIST only: Debian's ``/usr/share/datasets/fashion-mnist`` IDX files;
 3. a prepared TensorFlow Datasets copy (``ood_jax.data.tfds_source``; never downloads);
-4. the synthetic sets ``noise`` and ``constant`` (``ood_jax.data.synthetic``).
+4. the synthetic sets ``noise``, ``constant`` and ``constant:<v>`` (every pixel ``v``, an
+   integer 0..255; ``ood_jax.data.synthetic``). A bad ``constant:<v>`` (``constant:300``,
+   ``constant:x``) is an ``InvalidInputError`` before anything is read.
 
 TFDS names: ``svhn`` is ``svhn_cropped``; ``lsun`` is ``lsun/classroom`` (TFDS's default
 LSUN config; ask for another scene with ``lsun/<scene>``, e.g. ``lsun/bedroom``);
@@ -100,17 +102,24 @@ class ImageSet:
 def canonical_name(base: str) -> str:
   """Known names and aliases -> canonical lower-case name; others unchanged.
 
-  ``'lsun/<scene>'`` is kept with its scene (``'lsun/bedroom'``).
+  ``'lsun/<scene>'`` is kept with its scene (``'lsun/bedroom'``); a valid ``'constant:<v>'``
+  gets its value in plain digits (``'Constant:007'`` -> ``'constant:7'``), an invalid one is
+  returned lower-cased (``load`` rejects it).
   """
   key = base.strip().lower()
   key = ALIASES.get(key, key)
   if key in DATASETS or key.startswith("lsun/"):
     return key
+  if synthetic.is_synthetic(key):
+    try:
+      return synthetic.canonical(key)
+    except InvalidInputError:
+      return key
   return base.strip()
 
 
 def is_known(name: str) -> bool:
-  return name in DATASETS or name.startswith("lsun/")
+  return name in DATASETS or name.startswith("lsun/") or synthetic.is_synthetic(name)
 
 
 def tfds_name(name: str) -> str | None:
@@ -176,7 +185,8 @@ def load(spec: str, split: str = "test", *, data_dir: str | None = None, n: int 
     data_dir: first local directory to search for ``<name>_<split>.npz``.
     n: keep only ``n`` images: the first ``n`` after a shuffle with ``seed`` when
       ``n`` is smaller than the set (see ``subset_indices``); ``None`` keeps all in their
-      original order. For ``noise``/``constant`` it is the number generated (default 10000).
+      original order. For ``noise``/``constant``/``constant:<v>`` it is the number generated
+      (default 10000).
     seed: seeds the subset shuffle, the synthetic sets and random transforms.
     like: ``(H, W, C)`` of the synthetic sets; ignored by real ones.
 
@@ -190,6 +200,8 @@ def load(spec: str, split: str = "test", *, data_dir: str | None = None, n: int 
   if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
     raise InvalidInputError(f"n must be a positive integer or None, got {n!r}.")
   name = canonical_name(base)
+  if synthetic.is_synthetic(name):
+    synthetic.parse_name(name)          # 'constant:300', 'noise:1': one clear error, now
   select = functools.partial(subset_indices, n=n, seed=seed)
   prepare = functools.partial(preprocess, name, what=f"dataset {name!r} ({split})")
   x = y = None
@@ -225,7 +237,7 @@ def load(spec: str, split: str = "test", *, data_dir: str | None = None, n: int 
     except tfds_source.TfdsUnavailable as e:
       tried.append(f"TFDS {tname!r} split {tsplit!r} in data dir {tdir} ({e})")
 
-  if x is None and name in synthetic.SYNTHETIC:
+  if x is None and synthetic.is_synthetic(name):
     x = synthetic.make(name, split, like, n=n, seed=seed)
     source = f"synthetic {name} (seed {seed})"
 

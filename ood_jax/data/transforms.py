@@ -8,6 +8,16 @@ torchvision pipelines of the reference implementations bit for bit:
   (90, 270) degrees (Song et al., Table 2); PIL ``NEAREST``, fill 0, same size.
 * ``brightness:<f>``: ``clip(floor(x * f), 0, 255)`` with ``f >= 0`` (ROSE, Table 1;
   torchvision ``adjust_brightness`` bit for bit: PIL and the tensor path both truncate).
+* ``gray:<a>``: 'graying' (Nalisnick et al. §5, Fig. 5b): ``x' = round(128 + a (x - 128))``
+  with ``0 <= a <= 1`` (1: unchanged; 0: every pixel 128), on every channel, so the
+  per-pixel variance shrinks by ``a^2`` about the mid-grey 128. ``a`` is taken exactly as
+  the decimal it is written in (``0.9`` is 9/10, not the nearest double; a float argument
+  is read as its shortest round-trip decimal, ``repr``), and ``round`` is **half to even**,
+  which is symmetric about 128 (``round(256 - v) = 256 - round(v)``), so a set symmetric
+  about 128 stays so (half-up would push every tie upwards). The result is clipped to
+  0..255 (a no-op for ``a`` in [0, 1]) and is uint8. ``a > 1`` (contrast stretching) is
+  rejected: it is not graying and would saturate at 0 / 255. The paper gives no
+  parametrisation; the experiment ``nalisnick_graying`` sweeps ``a`` = 1.0, 0.9, ..., 0.1.
 * ``grayscale``: RGB -> 1 channel, ITU-R 601-2 luma exactly as PIL's ``convert('L')``
   (``L = R*299/1000 + G*587/1000 + B*114/1000`` in PIL's rounded fixed point); grey passes.
 * ``rgb``: 1 -> 3 channels by repetition; RGB passes.
@@ -21,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 
 import numpy as np
 from PIL import Image
@@ -29,10 +40,11 @@ from ood_jax.data.pixels import validate_images
 from ood_jax.errors import InvalidInputError
 from ood_jax.registry import choose
 
-TRANSFORMS = ("rotation", "brightness", "grayscale", "rgb", "resize")
+TRANSFORMS = ("rotation", "brightness", "gray", "grayscale", "rgb", "resize")
 
 # Transforms that take an argument after ':' (and require it); the others take none.
 _ARG_TRANSFORMS = {"brightness": "a factor f >= 0, e.g. 'brightness:0.2'",
+                   "gray": "a factor a in [0, 1], e.g. 'gray:0.5'",
                    "resize": "a side length s >= 1, e.g. 'resize:32'"}
 
 ROTATION_RANGE_DEG = (90.0, 270.0)
@@ -59,7 +71,8 @@ def parse_transform(text: str) -> tuple[str, float | int | None]:
   name = name.strip().lower()
   arg = arg.strip()
   choose("transform", name, TRANSFORMS,
-         hint="brightness and resize take an argument: 'brightness:0.2', 'resize:32'.")
+         hint="brightness, gray and resize take an argument: 'brightness:0.2', 'gray:0.5',"
+              " 'resize:32'.")
   if name not in _ARG_TRANSFORMS:
     if sep:
       raise InvalidInputError(f"Transform {name!r} takes no argument, got {text!r}.")
@@ -78,8 +91,8 @@ def parse_transform(text: str) -> tuple[str, float | int | None]:
     factor = float(arg)
   except ValueError:
     factor = -1.0
-  if not math.isfinite(factor) or factor < 0:
-    raise InvalidInputError(f"Transform 'brightness' needs {_ARG_TRANSFORMS[name]}; got {text!r}.")
+  if not math.isfinite(factor) or factor < 0 or (name == "gray" and factor > 1):
+    raise InvalidInputError(f"Transform {name!r} needs {_ARG_TRANSFORMS[name]}; got {text!r}.")
   return name, factor
 
 
@@ -199,6 +212,43 @@ def brightness(x: np.ndarray, factor: float) -> np.ndarray:
   return np.clip(np.floor(x.astype(np.float64) * factor), 0, 255).astype(np.uint8)
 
 
+def _exact_factor(alpha) -> Fraction:
+  """``alpha`` as an exact fraction: a ``Fraction`` or int as is, a float (or string) as the
+  decimal it is written in (``0.9`` -> 9/10; floats via their shortest ``repr``)."""
+  if isinstance(alpha, (bool, np.bool_)):
+    raise InvalidInputError(f"gray: the factor must be a number in [0, 1], got {alpha!r}.")
+  try:
+    if isinstance(alpha, (Fraction, int, np.integer)):
+      a = Fraction(int(alpha)) if isinstance(alpha, np.integer) else Fraction(alpha)
+    else:
+      f = float(alpha)
+      if not math.isfinite(f):
+        raise ValueError
+      a = Fraction(repr(f))
+  except (TypeError, ValueError):
+    raise InvalidInputError(f"gray: the factor must be a number in [0, 1], got {alpha!r}.") from None
+  if not 0 <= a <= 1:
+    raise InvalidInputError(f"gray: the factor must be in [0, 1], got {alpha!r}.")
+  return a
+
+
+def gray_table(alpha) -> np.ndarray:
+  """The 256-entry uint8 lookup table of ``gray:alpha``: entry ``v`` is
+  ``clip(round_half_even(128 + alpha (v - 128)), 0, 255)``, computed in exact rational
+  arithmetic (module docstring)."""
+  a = _exact_factor(alpha)
+  return np.array([min(255, max(0, round(128 + a * (v - 128)))) for v in range(256)], np.uint8)
+
+
+def gray(x: np.ndarray, alpha) -> np.ndarray:
+  """'Graying' towards 128: ``x' = round(128 + alpha (x - 128))``, half to even, clipped to
+  0..255, uint8, every channel (``0 <= alpha <= 1``; module docstring)."""
+  x = np.asarray(x)
+  if x.dtype != np.uint8:
+    raise InvalidInputError(f"gray: expected uint8 images, got {x.dtype}.")
+  return gray_table(alpha)[x]
+
+
 def to_grayscale(x: np.ndarray) -> np.ndarray:
   """RGB -> 1-channel ITU-R 601-2 luma, bit-exact with PIL ``convert('L')``; grey passes."""
   if x.shape[-1] == 1:
@@ -217,6 +267,7 @@ def to_rgb(x: np.ndarray) -> np.ndarray:
 _APPLY: dict[str, Callable] = {
     "rotation": lambda x, _, rng: rotate(x, rotation_angles(x.shape[0], rng)),
     "brightness": lambda x, f, _: brightness(x, f),
+    "gray": lambda x, a, _: gray(x, a),
     "grayscale": lambda x, _, __: to_grayscale(x),
     "rgb": lambda x, _, __: to_rgb(x),
     "resize": lambda x, s, _: resize(x, s),

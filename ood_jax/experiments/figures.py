@@ -143,3 +143,46 @@ def samples_grid(path: str, images_uint8, title: str, *, cols: int = 8) -> str:
   cols = min(int(cols), x.shape[0])
   rows = {" " * (i // cols): x[i:i + cols] for i in range(0, x.shape[0], cols)}  # blank labels
   return image_grid(path, rows, title=title)
+
+
+def histograms(path: str, panels: Mapping[str, Mapping[str, np.ndarray]], *, xlabel,
+               title: Optional[str] = None, bins: int = 60) -> str:
+  """Overlaid density histograms, one panel per entry of ``panels`` (``{panel title: {set
+  label: values}}``, left to right), each panel on bins shared by its sets; ``xlabel`` one
+  string or one per panel. Writes a PNG and returns ``path`` (Nalisnick et al. Figs 2-4:
+  train / test / OOD in one panel)."""
+  if not panels:
+    raise InvalidInputError("histograms: no panels.")
+  labels = [xlabel] * len(panels) if isinstance(xlabel, str) else list(xlabel)
+  if len(labels) != len(panels):
+    raise InvalidInputError(f"histograms: {len(labels)} x labels for {len(panels)} panels.")
+  data = {}
+  for name, sets in panels.items():
+    if not sets:
+      raise InvalidInputError(f"histograms: panel {name!r} has no sets.")
+    data[name] = {}
+    for label, v in sets.items():
+      v = np.asarray(v, np.float64).ravel()
+      if v.size == 0 or not np.all(np.isfinite(v)):
+        raise InvalidInputError(f"histograms: {name!r} / {label!r}: expected finite values.")
+      data[name][label] = v
+  fig = Figure(figsize=(5.5 * len(data), 4.2))
+  for j, (name, sets) in enumerate(data.items()):
+    ax = fig.add_subplot(1, len(data), j + 1)
+    allv = np.concatenate(list(sets.values()))
+    lo, hi = float(allv.min()), float(allv.max())
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, int(bins) + 1)
+    for i, (label, v) in enumerate(sets.items()):
+      ax.hist(v, bins=edges, density=True, histtype="stepfilled", alpha=0.3, color=f"C{i % 10}")
+      ax.hist(v, bins=edges, density=True, histtype="step", lw=1.3, color=f"C{i % 10}",
+              label=f"{label} (mean {v.mean():.4g})")
+    ax.set_xlabel(labels[j])
+    ax.set_ylabel("density")
+    ax.set_title(name, fontsize="medium")
+    ax.legend(fontsize="x-small")
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  FigureCanvasAgg(fig)
+  fig.savefig(path, format="png", dpi=100)
+  return path

@@ -234,9 +234,15 @@ def resolve_train_config(preset: configs.Preset, name: str, seed: int, train_ste
 
 
 def _id_channels(id_name: str, data_dir: str | None, seed: int) -> int:
-  """Channels of the ID training set (one image loaded), for grey/colour training recipes."""
+  """Channels of the ID set (one image of its training split loaded; of its test split where
+  it has no training split, for experiments that train on a part of it), for grey/colour
+  training recipes."""
   from ood_jax import data  # noqa: PLC0415  (only runs that need it pay for the load)
-  return int(data.load(id_name, "train", data_dir=data_dir, n=1, seed=seed).x.shape[-1])
+  from ood_jax.errors import DatasetNotFoundError  # noqa: PLC0415
+  try:
+    return int(data.load(id_name, "train", data_dir=data_dir, n=1, seed=seed).x.shape[-1])
+  except DatasetNotFoundError:
+    return int(data.load(id_name, "test", data_dir=data_dir, n=1, seed=seed).x.shape[-1])
 
 
 def make_run(experiment: str, args, *, options: Mapping[str, Any] | None = None,

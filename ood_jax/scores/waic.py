@@ -1,5 +1,6 @@
 """``waic``: the Watanabe-Akaike information criterion over an ensemble (Choi et al. 2018),
-the baseline of Song et al.; see :class:`WAIC`.
+the baseline of Song et al.; with ``statistic='predictive'`` the negative log of the ensemble
+predictive ``(1/M) sum_m p(x; theta_m)`` (Nalisnick et al. App. F); see :class:`WAIC`.
 
 The ensemble's variables are stacked on a leading axis and the members' forwards are
 vmapped in one compiled call, not looped.
@@ -8,6 +9,7 @@ vmapped in one compiled call, not looped.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any
 
@@ -51,10 +53,22 @@ def neg_waic(lps: jax.Array) -> jax.Array:
   return jnp.var(lps, axis=0) - jnp.mean(lps, axis=0)
 
 
+def neg_log_predictive(lps: jax.Array) -> jax.Array:
+  """``-log((1/M) sum_m p(x; theta_m)) = -(logsumexp_m lps - log M)`` over the member axis 0
+  of ``lps`` ``[M, N]``, nats: the ensemble predictive's NLL (M = 1: the member's NLL)."""
+  return -(jax.scipy.special.logsumexp(lps, axis=0) - math.log(lps.shape[0]))
+
+
+STATISTICS = {"waic": neg_waic, "predictive": neg_log_predictive}
+
+
 @dataclasses.dataclass(frozen=True)
 class WAIC(Scorer):
   """``waic``: ``-WAIC(x) = Var_theta[log p_theta(x)] - E_theta[log p_theta(x)]`` over an
-  ensemble of M models (Choi et al. 2018), nats; higher = more OOD.
+  ensemble of M models (Choi et al. 2018), nats; higher = more OOD. With
+  ``statistic='predictive'``: ``-log p_ens(x) = -(logsumexp_m log p_m(x) - log M)``, the NLL of
+  the ensemble predictive ``(1/M) sum_m p(x; theta_m)`` (Nalisnick et al. App. F, Fig. 9),
+  nats per image; the same members (and member cache) either way.
 
   Mean and population variance (ddof 0) over the members' eval-mode ``log_prob`` (IWAE
   with ``k`` samples for the VAE; member i draws its own noise). ``fit(model, variables,
@@ -64,7 +78,9 @@ class WAIC(Scorer):
   ``members`` through ``score_settings`` (smoke 2, cpu 3).
 
   Attributes:
-    members: M, ensemble size, at least 2 (Song et al.: 5).
+    members: M, ensemble size, at least 2 (Song et al., Nalisnick et al.: 5).
+    statistic: ``'waic'`` (default, ``-WAIC``) or ``'predictive'`` (the ensemble
+      predictive's NLL).
     train_config: how members 1..M-1 are trained (required unless ``ensemble_variables``).
     ckpt_dir: member i is cached under ``ckpt_dir/member<i>``; None: not cached.
     ensemble_variables: a ready ensemble (every leaf with a leading axis of size M);
@@ -78,11 +94,17 @@ class WAIC(Scorer):
   """
   name: str = "waic"
   members: int = 5
+  statistic: str = "waic"
   train_config: TrainConfig | None = None
   ckpt_dir: str | None = None
   ensemble_variables: Any = None
   k: int = 16
   max_latents: int = 2560
+
+  def __post_init__(self):
+    if self.statistic not in STATISTICS:
+      raise InvalidInputError(f"{self.name}: statistic must be one of {tuple(STATISTICS)}, got "
+                              f"{self.statistic!r}.")
 
   def images_per_chunk(self) -> int:
     m = self.members if self.ensemble_variables is None else ensemble_size(self.ensemble_variables)
@@ -114,6 +136,16 @@ class WAIC(Scorer):
     else:
       stacked = self.train_members(model, variables, id_data)
     lps = member_log_probs(model, self.k)
-    fn = jax.jit(lambda v, x, rng: neg_waic(lps(v, x, rng)))
+    stat = STATISTICS[self.statistic]
+    fn = jax.jit(lambda v, x, rng: stat(lps(v, x, rng)))
     return ScorerState(params=batches.replicate(stacked), chunk_fn=fn,
                        image_shape=tuple(model.image_shape), name=self.name)
+
+  def member_state(self, model, state: ScorerState) -> ScorerState:
+    """A state of the same ensemble whose ``score(member_state, x)`` is every member's
+    eval-mode ``log p(x)``, float32 ``[N, M]`` nats, with the chunks and noise of
+    ``score(state, x)``: ``statistic`` of its rows (transposed) is ``score(state, x)`` up
+    to float rounding. For per-member results beside the ensemble's (e.g. member 0 alone)."""
+    lps = member_log_probs(model, self.k)
+    fn = jax.jit(lambda v, x, rng: lps(v, x, rng).T)
+    return state.replace(chunk_fn=fn, name=f"{self.name} members")

@@ -38,6 +38,16 @@ bytes) and ``objective`` (None for the default, else ``describe_objective``), so
 trained with another OOD set or objective, or without them, is never resumed or loaded as
 this one (checkpoints written before these keys existed read as None: plain training).
 
+Checkpoint callback: ``train(..., on_checkpoint=fn)`` calls ``fn(step, variables)`` at every
+checkpoint of the run: once for the state it starts from (step 0 and the initial variables for
+a fresh run; the restored step for a resumed or finished one), then at every
+``config.checkpoint_every``-th step and the last (after the save, with ``ckpt_dir``; at the same
+steps without one), never at a ``stop_after`` end. ``variables`` are the live, replicated device
+arrays: the next step donates them, so keep copies (``jax.device_get``), not references.
+:class:`EvalCurve` is such a callback: the mean eval-mode loss and bits/dim of named eval sets
+at every checkpoint (e.g. Nalisnick et al.'s Fig. 4d), one compiled function for the whole run,
+its points saved as JSON beside the checkpoints so a resumed run continues the curve.
+
 History: ``{'step', 'loss', 'bits_per_dim'}`` per log period (means over it): the objective,
 and bits/dim of the mean ID per-sample loss (``D`` = H W C for images; for vectors ``D`` is
 their dimension, the bits per dimension of the continuous density; None for dicts); with a
@@ -49,7 +59,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
+import os
+import tempfile
 import time
 from collections.abc import Mapping
 from typing import Any, Callable
@@ -63,7 +76,7 @@ from tqdm.auto import tqdm
 
 from ood_jax.data import batches
 from ood_jax.data.pixels import num_dims, validate_images
-from ood_jax.errors import InvalidInputError, TrainingDivergedError
+from ood_jax.errors import CheckpointError, InvalidInputError, TrainingDivergedError
 from ood_jax.train import checkpoint
 from ood_jax.train.config import NOT_WEIGHT_FIELDS, TrainConfig
 from ood_jax.train.optim import make_optimizer
@@ -74,6 +87,8 @@ OOD_STREAM = 1        # ``batches.epoch_permutation`` stream of the OOD batch or
 
 # objective(id_losses float32[B], ood_losses float32[B_ood]) -> scalar loss
 Objective = Callable[[jax.Array, jax.Array], jax.Array]
+# on_checkpoint(step, variables) -> None, called at every checkpoint (module docstring)
+CheckpointCallback = Callable[[int, dict], Any]
 
 
 @dataclasses.dataclass
@@ -327,7 +342,8 @@ def _dims(data) -> int | None:
 
 def train(model: nn.Module, data, config: TrainConfig, ckpt_dir: str | None = None, *,
           ood=None, objective: Objective | None = None, progress: bool = True,
-          desc: str = "train", stop_after: int | None = None) -> TrainResult:
+          desc: str = "train", stop_after: int | None = None,
+          on_checkpoint: CheckpointCallback | None = None) -> TrainResult:
   """Trains ``model`` on ``data`` (uint8 images N x H x W x C, float32 vectors N x D, or a
   dict of arrays; see the module docstring) with ``objective`` (default: the mean ID loss),
   optionally with the OOD stream ``ood`` (same kind as ``data``).
@@ -335,13 +351,19 @@ def train(model: nn.Module, data, config: TrainConfig, ckpt_dir: str | None = No
   With ``ckpt_dir``, resumes from the latest checkpoint there and saves every
   ``config.checkpoint_every`` steps and at the end; a finished checkpoint is simply
   loaded. ``stop_after`` ends the call after that many total steps without saving
-  (it stands in for a killed process in tests).
+  (it stands in for a killed process in tests). ``on_checkpoint(step, variables)`` is called
+  for the state the run starts from and at every checkpoint step (module docstring; e.g. an
+  :class:`EvalCurve`).
   """
   t0 = time.perf_counter()
   data = check_data(data, model, "training set")
   if ood is not None:
     ood = _check_ood(ood, data, model)
   _check_objective(objective, ood, config.batch_size)
+  if on_checkpoint is not None and not callable(on_checkpoint):
+    raise InvalidInputError(
+        f"on_checkpoint must be a function (step, variables) -> None, got "
+        f"{type(on_checkpoint).__name__}.")
   batches.check_divisible(config.batch_size)
   spe = batches.steps_per_epoch(batches.num_examples(data), config.batch_size)
   if ood is not None:
@@ -378,14 +400,18 @@ def train(model: nn.Module, data, config: TrainConfig, ckpt_dir: str | None = No
              dynamic_ncols=True, leave=True)
   t_log, n_log = time.perf_counter(), 0
   try:
+    if on_checkpoint is not None:
+      on_checkpoint(start, state.variables)
     for step, batch in id_batches:
       ood_batch = None if ood_batches is None else batches.to_devices(next(ood_batches)[1])
       state, stats = step_fn(state, batches.to_devices(batch), ood_batch)
       pending.append(stats)
       n_log += 1
       done = step + 1
-      at_ckpt = mngr is not None and (done % config.checkpoint_every == 0 or done == total)
-      if done % config.log_every == 0 or done == end or at_ckpt:
+      at_period = done % config.checkpoint_every == 0 or done == total
+      at_ckpt = mngr is not None and at_period
+      at_call = on_checkpoint is not None and at_period
+      if done % config.log_every == 0 or done == end or at_ckpt or at_call:
         if int(state.bad_step) >= 0:
           raise _diverged(int(state.bad_step), last_saved, ckpt_dir)
         if pending:
@@ -397,6 +423,8 @@ def train(model: nn.Module, data, config: TrainConfig, ckpt_dir: str | None = No
       if at_ckpt:
         checkpoint.save(mngr, done, state, meta)
         last_saved = done
+      if at_call:
+        on_checkpoint(done, state.variables)
   finally:
     bar.close()
     if mngr is not None:
@@ -425,3 +453,169 @@ def _postfix(entry: dict, rate: float) -> dict[str, str]:
     out["ood"] = f"{entry['ood_loss']:.1f}"
   out["img_s"] = f"{rate:.0f}"
   return out
+
+
+# ----------------------------------------------------------------------------- eval curves
+
+CURVE_FILE = "eval_curve.json"     # where experiments keep an EvalCurve: in the checkpoint dir
+_CURVE_VERSION = 1
+
+
+def _padded_chunks(x, chunk: int):
+  """Yields ``(batch of exactly chunk examples, real count)`` of an array or dict of arrays;
+  the last batch is padded by repeating its first example."""
+  n = batches.num_examples(x)
+  for start in range(0, n, chunk):
+    idx = np.arange(start, min(start + chunk, n))
+    real = len(idx)
+    if real < chunk:
+      idx = np.concatenate([idx, np.full(chunk - real, idx[0])])
+    yield batches.take(x, idx), real
+
+
+def read_curve(path: str) -> dict | None:
+  """The JSON an :class:`EvalCurve` saved at ``path`` (``{'version', 'description',
+  'points'}``), or None if there is none; a damaged file is a ``CheckpointError``."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+    if not isinstance(saved.get("points"), list) or "description" not in saved:
+      raise ValueError("missing 'points' or 'description'")
+  except (OSError, ValueError, AttributeError) as e:
+    raise CheckpointError(f"eval curve {path} is unreadable ({type(e).__name__}: {str(e)[:200]});"
+                          " delete it (and its checkpoints) to record the curve again.") from e
+  return saved
+
+
+class EvalCurve:
+  """An ``on_checkpoint`` callback of :func:`train`: the mean eval-mode per-sample loss
+  (nats) and bits/dim of every named eval set at every checkpoint of a run.
+
+      curve = EvalCurve(model, {"id_train": x_sub, "id_test": x_test, "mnist": x_ood},
+                        os.path.join(ckpt_dir, CURVE_FILE))
+      train(model, x_train, config, ckpt_dir, on_checkpoint=curve)
+      curve.points   # [{'step', 'loss': {set: nats}, 'bits_per_dim': {set: bpd}}, ...]
+
+  One jit-compiled function ``(variables, batch, rng) -> loss [chunk]`` scores every set in
+  chunks of one fixed size (the last chunk padded, the padding dropped), so it is traced and
+  compiled once for the whole run, not per checkpoint (``traces`` counts its traces). The loss
+  is ``loss_fn(variables, batch, rng)`` (default: the model's own per-sample loss in eval mode,
+  ``model.apply(variables, batch, train=False)``, e.g. a flow's dequantised NLL with one draw);
+  chunk i of set j uses ``fold_in(fold_in(PRNGKey(seed), j), i)``, the same noise at every
+  checkpoint, so the curve moves with the weights only. Bits/dim: the mean loss over
+  ``D ln 2`` (``D`` = H W C of images, the dimension of vectors; None for dicts); a mean that
+  is not finite (a likelihood that overflowed) is recorded as None.
+
+  With ``path``, the points are written there as JSON (atomically: a temporary file renamed)
+  after every checkpoint, with a description of the eval sets (their sha256, the loss, chunk
+  size and seed) and read back on construction: a call at step s keeps the points before s,
+  reuses a saved point at s (a resumed run: its checkpoint is the one that point was computed
+  on) or computes it (a kill between the checkpoint and the JSON write), and a call at step 0
+  (a fresh run) starts the curve again; so a killed and resumed run records the same points
+  as an uninterrupted one. A saved curve of other eval sets is an error on resume (a fresh run
+  replaces it). ``EvalCurve.read(path)`` gives a finished run's points without training.
+  """
+
+  def __init__(self, model: nn.Module, eval_sets: Mapping[str, Any], path: str | None = None,
+               *, loss_fn: Callable | None = None, loss_name: str | None = None,
+               chunk_size: int = 256, seed: int = 0):
+    if not isinstance(eval_sets, Mapping) or not eval_sets:
+      raise InvalidInputError("EvalCurve: eval_sets must be a non-empty dict {name: data}.")
+    if loss_fn is not None and not callable(loss_fn):
+      raise InvalidInputError(f"EvalCurve: loss_fn must be a function (variables, batch, rng) "
+                              f"-> loss [N], got {type(loss_fn).__name__}.")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+      raise InvalidInputError(f"EvalCurve: chunk_size must be an integer >= 1, got {chunk_size!r}.")
+    self.sets = {}
+    for name, x in eval_sets.items():
+      if not isinstance(name, str) or not name:
+        raise InvalidInputError(f"EvalCurve: set names must be non-empty strings, got {name!r}.")
+      self.sets[name] = check_data(x, model, f"eval set {name!r}")
+    sigs = {name: _signature(x) for name, x in self.sets.items()}
+    if len({json.dumps(s, sort_keys=True) for s in sigs.values()}) != 1:
+      raise InvalidInputError(f"EvalCurve: the eval sets have different per-example shapes/"
+                              f"dtypes {sigs}; one compiled function scores them all.")
+    n_dev = jax.device_count()
+    largest = max(batches.num_examples(x) for x in self.sets.values())
+    self.chunk = -(-min(chunk_size, largest) // n_dev) * n_dev
+    self.dims = {name: _dims(x) for name, x in self.sets.items()}
+    self.path, self.seed, self.traces = path, int(seed), 0
+    if loss_name is None and loss_fn is not None:
+      qualname = getattr(loss_fn, "__qualname__", type(loss_fn).__qualname__)
+      loss_name = f"{getattr(loss_fn, '__module__', '')}.{qualname}"
+    self.description = checkpoint.as_json({
+        "model": repr(model), "loss": loss_name or "model.apply(train=False)", "chunk": self.chunk, "seed": self.seed,
+        "sets": {name: fingerprint(x) for name, x in self.sets.items()}})
+
+    def loss(variables, x, rng):
+      self.traces += 1                      # runs once per trace, not per call
+      if loss_fn is not None:
+        return loss_fn(variables, x, rng)
+      return model.apply(variables, x, train=False, rngs=rngs_for(rng))
+    self._fn = jax.jit(loss)
+    self.points: list[dict] = []
+    self._stale = None                      # a saved curve of other eval sets
+    saved = None if path is None else read_curve(path)
+    if saved is not None:
+      if saved["description"] == self.description:
+        self.points = sorted(saved["points"], key=lambda p: p["step"])
+      else:
+        self._stale = path
+
+  @staticmethod
+  def read(path: str) -> list[dict] | None:
+    """The points saved at ``path``, or None if there is no curve there."""
+    saved = read_curve(path)
+    return None if saved is None else saved["points"]
+
+  @property
+  def steps(self) -> list[int]:
+    return [p["step"] for p in self.points]
+
+  def evaluate(self, step: int, variables) -> dict:
+    """The point of ``variables`` at ``step`` (computed now; the curve is not changed)."""
+    key = jax.random.PRNGKey(self.seed)
+    loss, bpd = {}, {}
+    for j, (name, x) in enumerate(self.sets.items()):
+      total, n = 0.0, 0
+      for i, (part, real) in enumerate(_padded_chunks(x, self.chunk)):
+        rng = jax.random.fold_in(jax.random.fold_in(key, j), i)
+        out = np.asarray(jax.device_get(self._fn(variables, batches.to_devices(part), rng)))
+        total += float(np.sum(out[:real], dtype=np.float64))
+        n += real
+      mean = total / n
+      loss[name] = mean if math.isfinite(mean) else None
+      d = self.dims[name]
+      bpd[name] = None if d is None or loss[name] is None else mean / (d * math.log(2.0))
+    return {"step": int(step), "loss": loss, "bits_per_dim": bpd}
+
+  def __call__(self, step: int, variables) -> None:
+    step = int(step)
+    if self._stale is not None:
+      if step > 0:
+        raise CheckpointError(
+            f"eval curve {self._stale} was recorded on other eval sets (or another loss, chunk "
+            "size or seed) than this run's; resuming would mix two curves. Delete the checkpoint "
+            "directory to record the curve again, or use another one.")
+      self._stale = None
+    saved = {p["step"]: p for p in self.points}
+    point = saved[step] if step > 0 and step in saved else self.evaluate(step, variables)
+    self.points = [p for p in self.points if p["step"] < step] + [point]
+    if self.path is not None:
+      self._write()
+
+  def _write(self) -> None:
+    folder = os.path.dirname(os.path.abspath(self.path))
+    os.makedirs(folder, exist_ok=True)
+    body = {"version": _CURVE_VERSION, "description": self.description, "points": self.points}
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".curve-", suffix=".json.tmp")
+    try:
+      with os.fdopen(fd, "w") as f:
+        json.dump(body, f, indent=1, allow_nan=False)
+      os.replace(tmp, self.path)
+    except BaseException:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+      raise

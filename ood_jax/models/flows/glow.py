@@ -21,6 +21,7 @@ prior of Kirichenko et al.'s reference Glow).
   ``additive=True`` gives **CV-Glow**, whose log-det is the sum of the ActNorm and 1x1-conv
   terms only (it does not depend on the input or the st-nets).
 * 1x1 conv: LU-parametrised (``lu=True``, default) or plain.
+* ``actnorm=False``: no ActNorm layer in the steps (the ``GlowSTNet``'s own ActNorms stay).
 * ActNorm data-dependent init: pure-functional, during ``model.init``: each ActNorm
   (in the steps and in the st-nets) sets its bias/scale from the statistics of the batch that
   reaches it in the ``init`` call (the training loop calls ``init`` with its first batch).
@@ -53,6 +54,16 @@ Presets (``make_glow`` / ``make_cv_glow``; grey / colour):
   shared ``cv_glow`` preset input-dependent in volume) and ``lu`` (the reference's 1x1 conv
   is the plain ``lu=False``; the same function class).
 * ``kirichenko_cpu``: the ``kirichenko`` flags at 2 x 4, hidden 64 (grey and colour).
+* ``nalisnick`` (Nalisnick et al. App. A.1; ``cv_glow``: CV-Glow): 2 x 16, highway st-net
+  with 3 layers of 200 hidden units (grey) / 3 x 8, 400 units (colour), no ActNorm
+  (``actnorm=False``: "we did not use any form of normalization"), the last st-net layer
+  zero-initialised (as always here), ``N(0, I)`` prior (``learn_prior=False``). Recipe:
+  RMSprop, lr 1e-5, 100K steps halved at 80K and 90K, batch 32; colour: L2 5e-2 (coupled
+  weight decay on the per-image nats loss; the paper does not give the loss scale). Not
+  reproduced: the truncated-normal conv initialisation (variance ``1/sqrt(fan_in)``; ours:
+  flax defaults); ``shift_first=False`` and LU 1x1 convs (Glow's; the paper is silent).
+* ``nalisnick_cpu``: the ``nalisnick`` flags at 2 x 4, hidden 64 (grey and colour); recipe
+  RMSprop lr 1e-4 (the budget is the cpu preset's, about 2% of 100K steps), no decay.
 * ``cpu``: 2 x 4, hidden 64 (grey and colour).
 * ``smoke``: 2 x 2, hidden 16.
 
@@ -96,13 +107,15 @@ LOGIT_ALPHA = 0.05  # the logit pre-transform's (RealNVP's and the reference's c
 
 
 class GlowStep(Bijector):
-  """ActNorm -> 1x1 conv -> coupling, a ``Chain`` (bijector on ``N x H x W x C``, C >= 2)."""
+  """ActNorm (``actnorm``) -> 1x1 conv -> coupling, a ``Chain`` (bijector on
+  ``N x H x W x C``, C >= 2)."""
   hidden: int
   additive: bool = False
   lu: bool = True
   st_net: str = "glow"
   highway_layers: int = 3
   shift_first: bool = False
+  actnorm: bool = True
 
   @nn.nowrap
   def _layers(self, c: int, **where) -> list[nn.Module]:
@@ -111,9 +124,10 @@ class GlowStep(Bijector):
     net = make_st_net(self.st_net, cb if self.additive else 2 * cb, self.hidden,
                       self.highway_layers)
     conv = InvConv1x1LU if self.lu else InvConv1x1
-    return [ActNorm(name="actnorm", **where), conv(name="invconv", **where),
-            Coupling(mask="channel", index=0, additive=self.additive, st_net=net,
-                     shift_first=self.shift_first, name="coupling", **where)]
+    norm = [ActNorm(name="actnorm", **where)] if self.actnorm else []
+    return norm + [conv(name="invconv", **where),
+                   Coupling(mask="channel", index=0, additive=self.additive, st_net=net,
+                            shift_first=self.shift_first, name="coupling", **where)]
 
   @nn.compact
   def _chain(self, c: int) -> Chain:
@@ -147,13 +161,15 @@ class GlowLevel(nn.Module):
   highway_layers: int = 3
   shift_first: bool = False
   learn_prior: bool = True
+  actnorm: bool = True
 
   @nn.compact
   def _modules(self, c2: int) -> tuple[Chain, Optional[nn.Module]]:
     """``(chain, prior conv or None)``; ``c2`` the channels factored out."""
     chain = Chain([Squeeze(name="squeeze")]
                   + [GlowStep(self.hidden, self.additive, self.lu, self.st_net,
-                              self.highway_layers, self.shift_first, name=f"step{k}")
+                              self.highway_layers, self.shift_first, self.actnorm,
+                              name=f"step{k}")
                      for k in range(self.steps)], name="chain")
     prior = None
     if self.split and self.learn_prior:
@@ -201,6 +217,7 @@ class Glow(FlowModel):
   learn_prior: bool = True
   shift_first: bool = False
   logit: bool = False
+  actnorm: bool = True
 
   def __post_init__(self):
     if int(self.levels) < 1 or int(self.steps) < 1 or int(self.hidden) < 1:
@@ -216,7 +233,7 @@ class Glow(FlowModel):
   def setup(self):
     self.level = [GlowLevel(self.steps, self.hidden, l < self.levels - 1, self.additive, self.lu,
                             self.st_net, self.highway_layers, self.shift_first,
-                            self.learn_prior)
+                            self.learn_prior, self.actnorm)
                   for l in range(self.levels)]
     self.pre = LogitTransform(LOGIT_ALPHA) if self.logit else None
     if self.learn_prior:
@@ -233,7 +250,7 @@ class Glow(FlowModel):
     (additive couplings; ActNorm and the 1x1 convs are constant, the squeezes 0) without
     the logit pre-transform."""
     step = GlowStep(self.hidden, self.additive, self.lu, self.st_net, self.highway_layers,
-                    self.shift_first, parent=None)
+                    self.shift_first, self.actnorm, parent=None)
     layers = [LogitTransform(LOGIT_ALPHA, parent=None)] if self.logit else []
     chain = Chain(layers + [step], parent=None)
     return chain.constant_log_det(False) and chain.constant_log_det(True)
@@ -277,6 +294,10 @@ class Glow(FlowModel):
 
 _KIRICHENKO = dict(st_net="highway", highway_layers=3, learn_prior=False, shift_first=True)
 
+# Nalisnick et al. App. A.1: "3-layer Highway network", "we did not use any form of
+# normalization (batchnorm nor actnorm)", "a prior with zero mean and unit variance".
+_NALISNICK = dict(st_net="highway", highway_layers=3, learn_prior=False, actnorm=False)
+
 _PRESETS = {
     "smoke": {1: dict(levels=2, steps=2, hidden=16), 3: dict(levels=2, steps=2, hidden=16)},
     "cpu": {1: dict(levels=2, steps=4, hidden=64), 3: dict(levels=2, steps=4, hidden=64)},
@@ -285,6 +306,10 @@ _PRESETS = {
                    3: dict(levels=3, steps=8, hidden=400, **_KIRICHENKO)},
     "kirichenko_cpu": {1: dict(levels=2, steps=4, hidden=64, **_KIRICHENKO),
                        3: dict(levels=2, steps=4, hidden=64, **_KIRICHENKO)},
+    "nalisnick": {1: dict(levels=2, steps=16, hidden=200, **_NALISNICK),
+                  3: dict(levels=3, steps=8, hidden=400, **_NALISNICK)},
+    "nalisnick_cpu": {1: dict(levels=2, steps=4, hidden=64, **_NALISNICK),
+                      3: dict(levels=2, steps=4, hidden=64, **_NALISNICK)},
 }
 
 # Kirichenko et al. App. E (RMSprop; no lr decay; our 200-step warm-up stays).
@@ -292,6 +317,19 @@ _KIRICHENKO_RECIPE = dict(optimizer="rmsprop", learning_rate=5e-5, batch_size=32
                           halve_every_epochs=None)
 _RECIPES = {preset: {1: _KIRICHENKO_RECIPE, 3: _KIRICHENKO_RECIPE}
             for preset in ("kirichenko", "kirichenko_cpu")}
+
+# Nalisnick et al. App. A.1: RMSProp, lr 1e-5 for 100K steps halved at 80K and 90K, batch 32,
+# "L2 regularization of 5e-2 to CIFAR" (coupled L2 on our per-image nats loss; the paper
+# does not say on which loss scale). ``nalisnick_cpu``: the budget is the cpu preset's
+# (about 2% of 100K steps), so lr 1e-4 and no decay.
+_NALISNICK_GREY = dict(optimizer="rmsprop", learning_rate=1e-5, batch_size=32,
+                       num_steps=100_000, decay_steps=(80_000, 90_000), decay_factor=0.5,
+                       halve_every_epochs=None)
+_NALISNICK_CPU_GREY = dict(optimizer="rmsprop", learning_rate=1e-4, batch_size=32,
+                           halve_every_epochs=None)
+_RECIPES["nalisnick"] = {1: _NALISNICK_GREY, 3: dict(_NALISNICK_GREY, weight_decay=5e-2)}
+_RECIPES["nalisnick_cpu"] = {1: _NALISNICK_CPU_GREY,
+                             3: dict(_NALISNICK_CPU_GREY, weight_decay=5e-2)}
 
 
 _TRAIN_DEFAULTS = dict(warmup_steps=200, clip_grad_norm=100.0)
