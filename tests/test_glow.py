@@ -269,9 +269,17 @@ def test_no_actnorm_option_and_nalisnick_preset():
   assert (m.levels, m.steps, m.hidden, m.additive, m.actnorm) == (3, 8, 400, True, False)
   grey = model_registry.recipe("cv_glow", "nalisnick", 1, "paper")
   assert grey == dict(optimizer="rmsprop", learning_rate=1e-5, batch_size=32, num_steps=100_000,
-                      decay_steps=(80_000, 90_000), decay_factor=0.5, halve_every_epochs=None)
+                      decay_steps=(80_000, 90_000), decay_factor=0.5, halve_every_epochs=None,
+                      warmup_steps=0, clip_grad_norm=None)
   assert model_registry.recipe("glow", "nalisnick", 3, "paper") == dict(grey, weight_decay=5e-2)
   assert "num_steps" not in model_registry.recipe("glow", "nalisnick", 1, "cpu")
+  # nalisnick_cpu: its own half-epoch budget at the cpu experiment preset, none elsewhere.
+  assert model_registry.recipe("glow", "nalisnick_cpu", 1, "cpu")["epochs"] == 0.5
+  assert "epochs" not in model_registry.recipe("glow", "nalisnick_cpu", 1, "smoke")
+  from ood_jax.experiments import configs, run as run_mod
+  cfg = run_mod.resolve_train_config(configs.get_preset("cpu"), "cv_glow", 0, None, {},
+                                     "nalisnick_cpu", 3)
+  assert (cfg.epochs, cfg.learning_rate, cfg.weight_decay, cfg.warmup_steps) == (0.5, 1e-4, 5e-2, 200)
 
 
 def test_presets_and_errors():

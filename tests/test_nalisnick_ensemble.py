@@ -165,3 +165,6 @@ def test_member_budget_by_preset():
   r = exp.EXPERIMENT.make_run(["--preset", "smoke", "--members", "4", "--member-steps", "7"])
   assert (exp.members(r), exp.member_steps(r)) == (4, 7)
   assert exp.member_config(r, "glow").num_steps == 7
+  assert exp.member_config(r, "glow").warmup_steps == 0          # a tenth of 7 steps
+  r = exp.EXPERIMENT.make_run(["--preset", "smoke", "--member-steps", "300"])
+  assert exp.member_config(r, "glow").warmup_steps == 30         # not the flows' 200

@@ -117,3 +117,13 @@ def test_asymmetry_trains_on_half_of_a_test_only_set(data_dir, tmp_path):
   assert "svhn (test split) is not available here" in open(os.path.join(out, "report.md")).read()
   halves = nalisnick_asymmetry.split_halves(np.zeros((32, 1)))
   assert len(set(halves[0]) & set(halves[1])) == 0 and len(halves[0]) + len(halves[1]) == 32
+
+
+def test_bpd_colour_models_by_preset():
+  exp = nalisnick_bpd.EXPERIMENT
+  assert nalisnick_bpd.colour_models(exp.make_run(["--preset", "cpu"])) == ["glow", "cv_glow"]
+  assert nalisnick_bpd.colour_models(exp.make_run(["--preset", "paper"])) == [
+      "glow", "cv_glow", "pixelcnnpp", "vae"]
+  assert nalisnick_bpd.colour_models(exp.make_run(["--colour-models", "all"]))[-1] == "vae"
+  with pytest.raises(InvalidInputError, match="not in --models"):
+    exp.make_run(["--models", "glow", "--colour-models", "vae"])

@@ -58,13 +58,19 @@ def check(r: Run) -> None:
     raise InvalidInputError(f"--chunk must be >= 1, got {r.options['chunk']}.")
 
 
-def log_prob_parts(model, variables, x: np.ndarray, seed: int, chunk: int = 256):
+def parts_fn(model):
+  """Jitted ``(variables, x_uint8, key) -> (log p(z), log|det J|)`` (``log_prob_parts``)."""
+  return jax.jit(lambda v, xb, key: model.apply(v, xb, method="log_prob_parts",
+                                                rngs={"sample": key}))
+
+
+def log_prob_parts(model, variables, x: np.ndarray, seed: int, chunk: int = 256, fn=None):
   """``(log p(z), log|det dz/dy|)`` float64 ``[N]`` (nats, eval mode, one dequantisation draw
   per image; chunk ``i`` draws with ``fold_in(PRNGKey(seed), i)``; the volume term without
-  ``-D log 256``). One compile: the last chunk is padded to ``chunk`` images."""
+  ``-D log 256``). One compile per chunk shape (``fn``: a ``parts_fn(model)`` to reuse across
+  sets): the last chunk is padded to ``chunk`` images."""
   d_log_256 = model.num_dims * np.log(256.0)
-  fn = jax.jit(lambda v, xb, key: model.apply(v, xb, method="log_prob_parts",
-                                              rngs={"sample": key}))
+  fn = parts_fn(model) if fn is None else fn
   lpz, ld = [], []
   size = min(int(chunk), len(x))
   for i in range(0, len(x), size):
@@ -121,10 +127,12 @@ def run(r: Run) -> Result:
                **{o: s.x for o, s in sets.ood.items()}}
       d_log_256 = model.num_dims * np.log(256.0)
       parts, worst = {}, 0.0
+      fn = parts_fn(model)
+      lp_fn = jax.jit(functools.partial(_log_prob, model))
       for i, (label, x) in enumerate(named.items()):
-        lpz, ld = log_prob_parts(model, v, x, ri.seed + i, chunk)
+        lpz, ld = log_prob_parts(model, v, x, ri.seed + i, chunk, fn=fn)
         # The two parts sum to the model's log p(x) (same draws: log_prob with k = 1).
-        lp = np.asarray(_log_prob(model, v, x[:min(len(x), chunk)], ri.seed + i), np.float64)
+        lp = np.asarray(lp_fn(v, x[:min(len(x), chunk)], ri.seed + i), np.float64)
         worst = max(worst, float(np.max(np.abs(lpz[:len(lp)] + ld[:len(lp)] - d_log_256 - lp))))
         parts[label] = (lpz, ld)
         table.append({"train": ri.id, "model": name, "set": label,

@@ -192,6 +192,9 @@ def run(r: Run) -> Result:
       rows += pipeline.metric_rows(ri.id, name, vals)
       samples.update(pipeline.samples_for(ri.id, label, vals, sets.hwc))
       points = curve.points
+      if curve.traces > 1:       # one compiled evaluation for every checkpoint (Fig. 4d's cost)
+        raise RuntimeError(f"nalisnick_training_curves: the evaluation of {name} was traced "
+                           f"{curve.traces} times; it must compile once for every checkpoint.")
       want = expected_steps(total, every)
       missing = [s for s in want if s not in curve.steps]
       summary = curve_summary(points, labels, list(sets.ood))

@@ -135,11 +135,15 @@ BUDGET_FIELDS = ("epochs", "num_steps")
 def recipe(name: str, model_preset: str, channels: int, experiment_preset: str) -> dict:
   """TrainConfig fields of the training recipe that comes with ``model_preset`` of model
   ``name`` (``ModelSpec.recipes``) for ``channels`` (1: grey, else colour); its budget
-  fields only under the ``paper`` experiment preset. Empty if the preset has no recipe."""
-  fields = dict(spec(name).recipes.get(model_preset, {}).get(1 if channels == 1 else 3, {}))
+  fields only under the ``paper`` experiment preset; under another experiment preset the
+  recipe's ``budgets[experiment_preset]`` where it has one. Empty if there is no recipe."""
+  entry = spec(name).recipes.get(model_preset, {})
+  fields = dict(entry.get(1 if channels == 1 else 3, {}))
   if experiment_preset != "paper":
     for k in BUDGET_FIELDS:
       fields.pop(k, None)
+  # A recipe's own budget for a reduced experiment preset: {"budgets": {"cpu": {"epochs": 0.5}}}.
+  fields.update(entry.get("budgets", {}).get(experiment_preset, {}))
   return fields
 
 

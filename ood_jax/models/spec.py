@@ -91,7 +91,9 @@ class ModelSpec:
       training recipe a paper gives with that architecture (Kirichenko et al.: Adam, lr
       5e-5, batch 32 for the grey RealNVP). It replaces the experiment preset's optimiser
       settings; its budget fields (``epochs``, ``num_steps``) apply only under the
-      ``paper`` experiment preset (the ``smoke`` and ``cpu`` presets keep their budgets).
+      ``paper`` experiment preset (the ``smoke`` and ``cpu`` presets keep their budgets,
+      unless the entry has ``"budgets": {experiment preset: fields}``, e.g. the
+      ``nalisnick_cpu`` Glow's half epoch at ``cpu``).
     rose_layers: default ``fnmatch`` patterns of the layers ROSE scores, or None.
     batchnorm_parts: names of the parts whose BatchNorm mode can be set on its own
       (``train={'encoder': True, 'decoder': False}``); empty if one mode for all.
@@ -108,7 +110,7 @@ class ModelSpec:
   input_size: int | None = None
   train_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   budgets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
-  recipes: Mapping[str, Mapping[int, Mapping[str, Any]]] = dataclasses.field(default_factory=dict)
+  recipes: Mapping[str, Mapping[Any, Mapping[str, Any]]] = dataclasses.field(default_factory=dict)
   rose_layers: tuple[str, ...] | None = None
   batchnorm_parts: tuple[str, ...] = ()
   has_batchnorm: bool | Callable[[nn.Module], bool] = True

@@ -544,9 +544,15 @@ class EvalCurve:
     self.path, self.seed, self.traces = path, int(seed), 0
     if loss_name is None and loss_fn is not None:
       qualname = getattr(loss_fn, "__qualname__", type(loss_fn).__qualname__)
+      if "<lambda>" in qualname or "<locals>" in qualname:
+        raise InvalidInputError(
+            "EvalCurve: a lambda or local loss_fn needs a loss_name (it names the loss in the "
+            "saved curve, so a resumed run never continues another loss's curve).")
       loss_name = f"{getattr(loss_fn, '__module__', '')}.{qualname}"
+    # "order": each set's noise is fold_in(key, its position), so the order is part of the curve.
     self.description = checkpoint.as_json({
-        "model": repr(model), "loss": loss_name or "model.apply(train=False)", "chunk": self.chunk, "seed": self.seed,
+        "model": repr(model), "loss": loss_name or "model.apply(train=False)", "chunk": self.chunk,
+        "seed": self.seed, "order": list(self.sets),
         "sets": {name: fingerprint(x) for name, x in self.sets.items()}})
 
     def loss(variables, x, rng):
