@@ -12,7 +12,7 @@ from ood_jax.models.spec import default_objective
 
 # A small image shape each model takes at its smoke preset (the DCGAN VAE needs 32 x 32).
 SHAPES = {"vae": (32, 32, 1), "realnvp": (8, 8, 1), "glow": (8, 8, 1), "cv_glow": (8, 8, 3),
-          "pixelcnnpp": (8, 8, 1), "uniform": (8, 8, 3)}
+          "pixelcnnpp": (8, 8, 1), "gated_pixelcnn": (8, 8, 1), "uniform": (8, 8, 3)}
 
 
 def test_every_registered_model_is_covered():

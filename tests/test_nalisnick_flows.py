@@ -123,7 +123,7 @@ def test_bpd_colour_models_by_preset():
   exp = nalisnick_bpd.EXPERIMENT
   assert nalisnick_bpd.colour_models(exp.make_run(["--preset", "cpu"])) == ["glow", "cv_glow"]
   assert nalisnick_bpd.colour_models(exp.make_run(["--preset", "paper"])) == [
-      "glow", "cv_glow", "pixelcnnpp", "vae"]
+      "glow", "cv_glow", "gated_pixelcnn", "vae"]
   assert nalisnick_bpd.colour_models(exp.make_run(["--colour-models", "all"]))[-1] == "vae"
   with pytest.raises(InvalidInputError, match="not in --models"):
     exp.make_run(["--models", "glow", "--colour-models", "vae"])

@@ -8,7 +8,7 @@ For every pair of ``--pairs`` (default FashionMNIST -> MNIST, notMNIST, uniform 
 constant image 0; CIFAR-10 -> SVHN, CelebA, noise and the constant image 128: the paper's
 sets, those absent here listed with the reason) trains (or loads from the checkpoint cache
 shared with the other Nalisnick experiments) every model of ``--models`` (default Glow,
-CV-Glow, PixelCNN++ and the VAE; model preset ``nalisnick_cpu`` at ``cpu``, ``nalisnick`` at
+CV-Glow, the Gated PixelCNN and the VAE; model preset ``nalisnick_cpu`` at ``cpu``, ``nalisnick`` at
 ``paper``: App. A.1's Glow, see ``glow.py``) and reports the mean bits/dim of the ID
 *training* split (a subset the size of the test split), the ID test split and every OOD set,
 beside the paper's (Fig. 1: Glow; App. E Fig. 8: random and constant inputs), the NLL AUROC
@@ -17,20 +17,20 @@ train, test and OOD).
 
 Conventions: bits/dim = NLL / (D log 2) of the 8-bit data; flows with one uniform
 dequantisation draw (``log p((x + u) / 256) - D log 256``); the VAE with the preset's IWAE
-samples; PixelCNN++ exactly. Deviations (stated in ``vae.py`` / ``pixelcnnpp.py``): the paper's
-PixelCNN is a Gated PixelCNN and its VAEs are Rosca et al.'s; here PixelCNN++ (weight norm)
-and the ROSE VAE stand in. ``constant:v`` is the image whose every pixel is ``v``;
+samples; the PixelCNNs exactly. The Gated PixelCNN is App. A.2's (``gated_pixelcnn.py``; add
+``pixelcnnpp`` to ``--models`` for Salimans et al.'s); the paper's VAEs are Rosca et al.'s,
+for which the ROSE VAE stands in (``vae.py``). ``constant:v`` is the image whose every pixel is ``v``;
 ``noise`` uniform pixels.
 
 On colour ID sets only the models of ``--colour-models`` run (default: every model of
-``--models``, except at ``cpu``, where only the flows: the colour PixelCNN++ and the
+``--models``, except at ``cpu``, where only the flows: the colour Gated PixelCNN and the
 categorical-256 VAE add about 40 min there; ``--colour-models all`` runs them). The VAE takes
 32 x 32 inputs, so its grey sets are resized (``data.conform``); its bits/dim are per
 dimension of the 32 x 32 images.
 
 Cost at ``cpu`` (2 cores, cold cache; the ``nalisnick_cpu`` flows train half an epoch: about
 6 min each on FashionMNIST, 9 on CIFAR-10 alone on the machine, twice that on busy cores),
-PixelCNN++ half an epoch and the VAE two on FashionMNIST: about an hour, the flows' share
+the Gated PixelCNN one epoch (about 7 min) and the VAE two on FashionMNIST: about an hour, the flows' share
 nothing once another Nalisnick experiment has cached them.
 """
 
@@ -141,7 +141,7 @@ def run(r: Run) -> Result:
                  f"{t['bpd_std']:.3f} | {_fmt(t['paper_bpd'])} |")
   lines += ["", "The paper reports Glow only in numbers (Fig. 1, Fig. 8); PixelCNN and VAE as "
             "histograms (Fig. 3): the OOD set (MNIST, SVHN) gets the lower bits/dim under every "
-            "model. Our PixelCNN++ and VAE stand in for the paper's Gated PixelCNN and Rosca et "
+            "model. Our ROSE VAE stands in for Rosca et "
             "al.'s VAEs."]
   if skipped:
     lines += ["", "Sets of the paper not run here:", ""]
@@ -156,7 +156,7 @@ def run(r: Run) -> Result:
 
 EXPERIMENT = cli.Experiment(
     "nalisnick_bpd", run, description=__doc__.split("\n\n")[0],
-    defaults={"models": "glow,cv_glow,pixelcnnpp,vae", "scores": "nll"},
+    defaults={"models": "glow,cv_glow,gated_pixelcnn,vae", "scores": "nll"},
     omit=("--id", "--ood", "--scores"),
     model_presets={"cpu": "nalisnick_cpu", "paper": "nalisnick"},
     options=(cli.option("--pairs", default=DEFAULT_PAIRS,

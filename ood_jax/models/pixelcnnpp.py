@@ -326,8 +326,8 @@ PRESETS: dict[str, dict] = {
     "smoke": dict(num_filters=8, num_resnet=0, num_mix=2),
     "cpu": dict(num_filters=16, num_resnet=1, num_mix=5),
     "paper": dict(num_filters=80, num_resnet=5, num_mix=10),
-    # Nalisnick et al. (Figs 2-3) use a Gated PixelCNN (App. A.2), which is not built here:
-    # their experiments run Salimans et al.'s PixelCNN++ (weight norm) at the paper / cpu sizes.
+    # Nalisnick et al. (Figs 2-3) use a Gated PixelCNN (App. A.2; ``gated_pixelcnn.py``); these
+    # presets run Salimans et al.'s PixelCNN++ (weight norm) beside it at the paper / cpu sizes.
     "nalisnick": dict(num_filters=80, num_resnet=5, num_mix=10, norm="weight"),
     "nalisnick_cpu": dict(num_filters=16, num_resnet=1, num_mix=5, norm="weight"),
 }

@@ -28,6 +28,7 @@ _MODELS = Registry("model", {
     "glow": "ood_jax.models.flows.glow:GLOW_SPEC",
     "cv_glow": "ood_jax.models.flows.glow:CV_GLOW_SPEC",
     "pixelcnnpp": "ood_jax.models.pixelcnnpp:SPEC",
+    "gated_pixelcnn": "ood_jax.models.gated_pixelcnn:SPEC",
     "uniform": "ood_jax.models.uniform:SPEC",
 })
 
