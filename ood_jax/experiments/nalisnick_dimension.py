@@ -282,10 +282,16 @@ def verdict(scale_fn: str, slope_pz: float | None, slope_ld: float | None) -> st
   if slope_pz is None or slope_ld is None:
     return "needs at least two D"
   if scale_fn == "exp":
-    ok = slope_pz < 0 < slope_ld
+    ok = slope_pz < -FLAT and slope_ld > FLAT
   else:
-    ok = slope_pz < 0 and slope_ld < 0
+    if slope_pz < -FLAT and abs(slope_ld) <= FLAT:
+      return "in part: log p(z) falls, the log-det stays flat (at its bound 0 if max is 0)"
+    ok = slope_pz < -FLAT and slope_ld < -FLAT
   return "matches" if ok else "does not match"
+
+
+# Slopes within this many nats per dimension of 0 count as flat, not as a trend.
+FLAT = 1e-3
 
 
 def _means(log_pz: np.ndarray, log_det: np.ndarray, dim: int) -> dict:
