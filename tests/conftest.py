@@ -78,3 +78,28 @@ def toy_dir(tmp_path):
     np.savez(d / "toy_test.npz", x=x[n_train:])
     return d
   return make
+
+
+@pytest.fixture
+def gauss_model():
+  """``toy_models.GaussDensity`` registered as model ``'toy_gauss'`` (smoke preset) for the
+  experiments' end-to-end tests; unregistered afterwards."""
+  from ood_jax.models import registry
+  from ood_jax.models.spec import ModelSpec
+  from toy_models import GaussDensity
+  registry.register_model("toy_gauss", ModelSpec(
+      name="toy_gauss", module=GaussDensity, presets={"smoke": {1: {}, 3: {}}},
+      has_batchnorm=False))
+  yield "toy_gauss"
+  registry._MODELS.unregister("toy_gauss")
+
+
+def toy_pairs_dir(tmp_path):
+  """A data dir with ``toy`` (8 x 8 squares: 64 train, 32 test) and ``other`` (32 test, darker)."""
+  d = tmp_path / "data"
+  d.mkdir()
+  x = toy_square_images(96, 8)
+  np.savez(d / "toy_train.npz", x=x[:64])
+  np.savez(d / "toy_test.npz", x=x[64:])
+  np.savez(d / "other_test.npz", x=toy_square_images(32, 8, lo=0, hi=120, seed=1))
+  return d

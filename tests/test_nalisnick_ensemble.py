@@ -5,38 +5,18 @@ import json
 import math
 import os
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import toy_square_images
-from ood_jax.data.pixels import LOG_256
+from conftest import toy_pairs_dir, toy_square_images
 from ood_jax.errors import InvalidInputError
 from ood_jax.scores import get_scorer
 from ood_jax.scores.waic import member_log_probs, neg_log_predictive, neg_waic, stack_members
+from toy_models import GaussDensity
 
 
-class GaussDensity(nn.Module):
-  """Per-pixel Gaussian of dequantised pixels. ``log_prob`` is deterministic (bin centres), so
-  scores do not depend on the noise a member draws."""
-  image_shape: tuple = (8, 8, 1)
-
-  def setup(self):
-    self.mu = self.param("mu", nn.initializers.constant(0.5), self.image_shape)
-    self.log_s = self.param("log_s", nn.initializers.constant(math.log(0.3)), self.image_shape)
-
-  def _log_p(self, x, u):
-    z = ((x.astype(jnp.float32) + u) / 256.0 - self.mu) * jnp.exp(-self.log_s)
-    ll = -0.5 * z ** 2 - self.log_s - 0.5 * math.log(2 * math.pi) - LOG_256
-    return jnp.sum(ll.reshape(x.shape[0], -1), axis=-1)
-
-  def __call__(self, x, train: bool = False):
-    return -self._log_p(x, jax.random.uniform(self.make_rng("dequant"), x.shape))
-
-  def log_prob(self, x, train: bool = False, k: int = 1):
-    return self._log_p(x, 0.5)
 
 
 def _members(m, seed=0):
@@ -89,31 +69,14 @@ def test_one_member_and_identical_members_give_the_single_models_nll():
                              -np.log(np.exp(lp).mean(0)), rtol=1e-6)
 
 
-@pytest.fixture
-def gauss_model():
-  from ood_jax.models import registry
-  from ood_jax.models.spec import ModelSpec
-  registry.register_model("toy_gauss", ModelSpec(
-      name="toy_gauss", module=GaussDensity, presets={"smoke": {1: {}, 3: {}}},
-      has_batchnorm=False))
-  yield "toy_gauss"
-  registry._MODELS.unregister("toy_gauss")
 
 
-def _toy_pairs(tmp_path):
-  d = tmp_path / "data"
-  d.mkdir()
-  x = toy_square_images(96, 8)
-  np.savez(d / "toy_train.npz", x=x[:64])
-  np.savez(d / "toy_test.npz", x=x[64:])
-  np.savez(d / "other_test.npz", x=toy_square_images(32, 8, lo=0, hi=120, seed=1))
-  return d
 
 
 @pytest.mark.slow
 def test_experiment_smoke_writes_the_report_and_caches_members(tmp_path, gauss_model):
   from ood_jax.experiments import nalisnick_ensemble as exp
-  d = _toy_pairs(tmp_path)
+  d = toy_pairs_dir(tmp_path)
   out = str(tmp_path / "out")
   args = ["--preset", "smoke", "--pairs", "toy:other", "--data-dir", str(d), "--out", out,
           "--models", gauss_model, "--members", "3", "--member-steps", "12", "--n-eval", "32",
@@ -145,7 +108,7 @@ def test_experiment_smoke_writes_the_report_and_caches_members(tmp_path, gauss_m
 
 def test_experiment_bad_options_are_one_clear_error(tmp_path, capsys):
   from ood_jax.experiments import nalisnick_ensemble as exp
-  d = _toy_pairs(tmp_path)
+  d = toy_pairs_dir(tmp_path)
   out = str(tmp_path / "out")
   base = ["--preset", "smoke", "--pairs", "toy:other", "--data-dir", str(d), "--out", out]
   for extra, message in ((["--members", "1"], "--members must be >= 2"),

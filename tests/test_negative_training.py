@@ -14,34 +14,14 @@ import pytest
 
 from conftest import toy_square_images
 from ood_jax.data import batches
-from ood_jax.data.pixels import LOG_256, to_unit
+from ood_jax.data.pixels import to_unit
 from ood_jax.errors import CheckpointError, InvalidInputError, UnknownNameError
 from ood_jax.train import TrainConfig, negative_objective, train
 from ood_jax.train.loop import OOD_STREAM
 from ood_jax.train.negative import negative_terms, paper_c
-from toy_models import ToyBN
+from toy_models import GaussDensity, ToyBN
 
 
-class GaussDensity(nn.Module):
-  """Per-pixel Gaussian density of dequantised pixels ``(x + u) / 256``: ``__call__`` is the
-  NLL in nats per image of the 8-bit data; ``log_prob`` uses the bin centres."""
-  image_shape: tuple = (8, 8, 1)
-
-  def setup(self):
-    self.mu = self.param("mu", nn.initializers.constant(0.5), self.image_shape)
-    self.log_s = self.param("log_s", nn.initializers.constant(math.log(0.3)), self.image_shape)
-
-  def _log_p(self, x, u):
-    y = (x.astype(jnp.float32) + u) / 256.0
-    z = (y - self.mu) * jnp.exp(-self.log_s)
-    ll = -0.5 * z ** 2 - self.log_s - 0.5 * math.log(2 * math.pi) - LOG_256
-    return jnp.sum(ll.reshape(x.shape[0], -1), axis=-1)
-
-  def __call__(self, x, train: bool = False):
-    return -self._log_p(x, jax.random.uniform(self.make_rng("dequant"), x.shape))
-
-  def log_prob(self, x, train: bool = False, k: int = 1):
-    return self._log_p(x, 0.5)
 
 
 class VectorGauss(nn.Module):
@@ -274,15 +254,6 @@ def test_dict_data_trains_a_classifier():
 # ----------------------------------------------------------------------------- the experiment
 
 
-@pytest.fixture
-def gauss_model():
-  from ood_jax.models import registry
-  from ood_jax.models.spec import ModelSpec
-  registry.register_model("toy_gauss", ModelSpec(
-      name="toy_gauss", module=GaussDensity, presets={"smoke": {1: {}, 3: {}}},
-      has_batchnorm=False))
-  yield "toy_gauss"
-  registry._MODELS.unregister("toy_gauss")
 
 
 def test_experiment_smoke_writes_the_report(toy_dir, tmp_path, gauss_model, capsys):

@@ -6,19 +6,16 @@ import json
 import math
 import os
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax._src.dispatch import BACKEND_COMPILE_EVENT
 
-from conftest import toy_square_images
-from ood_jax.data.pixels import LOG_256
+from conftest import toy_pairs_dir
 from ood_jax.errors import CheckpointError, InvalidInputError
 from ood_jax.train import TrainConfig, train
 from ood_jax.train.loop import CURVE_FILE, EvalCurve, rngs_for
-from toy_models import ToyBN
+from toy_models import GaussDensity, ToyBN
 
 CFG = TrainConfig(batch_size=8, num_steps=7, learning_rate=1e-2, halve_every_epochs=None,
                   log_every=2, checkpoint_every=3)
@@ -148,52 +145,16 @@ def test_eval_curve_bad_input_is_one_clear_error():
     EvalCurve(ToyBN(), {"a": x[:4]}, chunk_size=0)
 
 
-class GaussDensity(nn.Module):
-  """Per-pixel Gaussian of dequantised pixels: NLL nats per image (a fast stand-in for Glow in
-  the end-to-end runs: Glow's eager init alone takes ~15 s on the loaded 2-core machine)."""
-  image_shape: tuple = (8, 8, 1)
-
-  def setup(self):
-    self.mu = self.param("mu", nn.initializers.constant(0.5), self.image_shape)
-    self.log_s = self.param("log_s", nn.initializers.constant(math.log(0.3)), self.image_shape)
-
-  def _log_p(self, x, u):
-    z = ((x.astype(jnp.float32) + u) / 256.0 - self.mu) * jnp.exp(-self.log_s)
-    ll = -0.5 * z ** 2 - self.log_s - 0.5 * math.log(2 * math.pi) - LOG_256
-    return jnp.sum(ll.reshape(x.shape[0], -1), axis=-1)
-
-  def __call__(self, x, train: bool = False):
-    return -self._log_p(x, jax.random.uniform(self.make_rng("dequant"), x.shape))
-
-  def log_prob(self, x, train: bool = False, k: int = 1):
-    return self._log_p(x, jax.random.uniform(self.make_rng("sample"), x.shape))
 
 
-@pytest.fixture
-def gauss_model():
-  from ood_jax.models import registry
-  from ood_jax.models.spec import ModelSpec
-  registry.register_model("toy_gauss", ModelSpec(
-      name="toy_gauss", module=GaussDensity, presets={"smoke": {1: {}, 3: {}}},
-      has_batchnorm=False))
-  yield "toy_gauss"
-  registry._MODELS.unregister("toy_gauss")
 
 
-def _toy_pairs(tmp_path):
-  d = tmp_path / "data"
-  d.mkdir()
-  x = toy_square_images(96, 8)
-  np.savez(d / "toy_train.npz", x=x[:64])
-  np.savez(d / "toy_test.npz", x=x[64:])
-  np.savez(d / "other_test.npz", x=toy_square_images(32, 8, lo=0, hi=120, seed=1))
-  return d
 
 
 @pytest.mark.slow
 def test_experiment_smoke_records_the_curve_and_reads_it_back(tmp_path, gauss_model):
   from ood_jax.experiments import nalisnick_training_curves as exp
-  d = _toy_pairs(tmp_path)
+  d = toy_pairs_dir(tmp_path)
   out = str(tmp_path / "out")
   args = ["--preset", "smoke", "--pairs", "toy:other+nosuchset", "--data-dir", str(d), "--out", out,
           "--models", gauss_model, "--train-steps", "20", "--points", "4", "--n-eval", "32",
@@ -226,7 +187,7 @@ def test_experiment_smoke_records_the_curve_and_reads_it_back(tmp_path, gauss_mo
 
 def test_experiment_bad_options_are_one_clear_error(tmp_path, capsys):
   from ood_jax.experiments import nalisnick_training_curves as exp
-  d = _toy_pairs(tmp_path)
+  d = toy_pairs_dir(tmp_path)
   out = str(tmp_path / "out")
   base = ["--preset", "smoke", "--pairs", "toy:other", "--data-dir", str(d), "--out", out]
   for extra, message in ((["--points", "0"], "--points must be >= 1"),

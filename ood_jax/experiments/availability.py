@@ -49,6 +49,13 @@ def pairs_meta(settings_meta: dict, runnable, skipped, runs=()) -> dict:
           "train_configs": configs}
 
 
+def skipped_lines(skipped: list[dict]) -> list[str]:
+  """Markdown lines listing the pairs whose data is not here (none: no lines)."""
+  if not skipped:
+    return []
+  return ["", "Not run here:", ""] + [f"* {s['id']} -> {s['ood']}: {s['reason']}." for s in skipped]
+
+
 def require(runnable, text: str) -> None:
   """One clear error when none of the pairs ``text`` has its data here."""
   if not runnable:

@@ -82,7 +82,7 @@ def run(r: Run) -> Result:
         sections += ["", f"## Coupling layers of the l = {min(grey)} model on {id_name} (Fig. 14m)", "",
                      kirichenko_couplings.mse_table(crows)]
   if skipped:
-    sections += ["", "Not run here:", ""] + [f"* {s['id']} -> {s['ood']}: {s['reason']}." for s in skipped]
+    sections.append("\n".join(availability.skipped_lines(skipped)[1:]))
   meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped, runs),
           "grey_dims": grey, "colour_dims": colour}
   return Result(title=f"Kirichenko et al. App. L: st-net bottleneck ({r.preset} preset)", meta=meta,

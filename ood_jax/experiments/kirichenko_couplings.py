@@ -247,11 +247,7 @@ def run_slug(text: str) -> str:
   return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
 
 
-def skipped_lines(skipped: list[dict]) -> list[str]:
-  """Markdown lines listing the pairs whose data is not here (none: no lines)."""
-  if not skipped:
-    return []
-  return ["", "Not run here:", ""] + [f"* {s['id']} -> {s['ood']}: {s['reason']}." for s in skipped]
+skipped_lines = availability.skipped_lines      # re-exported (kirichenko_latents, ...)
 
 
 # ----------------------------------------------------------------------------- experiment

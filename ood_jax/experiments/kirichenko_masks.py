@@ -51,8 +51,7 @@ def run(r: Run) -> Result:
            "Paper (Fig. 13, histograms only): checkerboard assigns the simpler OOD set (MNIST, "
            "SVHN) higher likelihood; horizontal: OOD still higher on average but the ranking "
            "improves; cycle: FashionMNIST above MNIST on average, CelebA similar to SVHN."]
-  if skipped:
-    lines += ["", "Not run here:", ""] + [f"* {s['id']} -> {s['ood']}: {s['reason']}." for s in skipped]
+  lines += availability.skipped_lines(skipped)
   meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped, runs),
           "masks": masks, "couplings": n}
   return Result(title=f"Kirichenko et al. App. L.1: masks ({r.preset} preset)", meta=meta,

@@ -135,8 +135,7 @@ def run(r: Run) -> Result:
   lines += ["", "Paper (Fig. 6, histograms only): trained on MNIST (SVHN), Glow gives FashionMNIST "
             "(CIFAR-10) the lower likelihood. '(half)': the ID set has no training split here; "
             "the model trained on one half of its test split and is evaluated on the other."]
-  if skipped:
-    lines += ["", "Not run here:", ""] + [f"* {s['id']} -> {s['ood']}: {s['reason']}." for s in skipped]
+  lines += availability.skipped_lines(skipped)
   meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped), "models": model_meta,
           "repeat": repeat}
   return Result(title=f"Nalisnick et al. App. B: asymmetry ({r.preset} preset)", meta=meta,

@@ -178,8 +178,7 @@ def run(r: Run) -> Result:
                     f"{c['max_abs_volume_minus_kernels']:.2g} |" if cv else "– | – | – |"))
   lines += ["", "Paper (Fig. 4a-c, histograms only): the OOD set's log p(z) is lower than the ID "
             "set's (shifted left); its volume term is higher and causes the higher likelihood."]
-  if skipped:
-    lines += ["", "Not run here:", ""] + [f"* {s['id']} -> {s['ood']}: {s['reason']}." for s in skipped]
+  lines += availability.skipped_lines(skipped)
   meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped, runs),
           "models": model_meta, "checks": checks}
   return Result(title=f"Nalisnick et al. §4: likelihood decomposition ({r.preset} preset)",

@@ -189,8 +189,7 @@ def run(r: Run) -> Result:
       "change the relative difference between in-distribution (CIFAR-10) and out-of-distribution "
       "(SVHN)\": SVHN still gets the higher likelihood.")
   if skipped:
-    sections.append("\n".join(["Not run here:", ""] + [f"* {s['id']} -> {s['ood']}: {s['reason']}."
-                                                       for s in skipped]))
+    sections.append("\n".join(availability.skipped_lines(skipped)[1:]))
   meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped, runs),
           "members": m_count, "member_steps": member_steps(r), "models": model_meta,
           "summary": summary,

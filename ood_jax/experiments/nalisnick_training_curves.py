@@ -230,8 +230,7 @@ def run(r: Run) -> Result:
       "so early stopping would not prevent the phenomenon. Step 0 is the initial model; "
       "crossings are counted between consecutive checkpoints after it.")
   if skipped:
-    sections.append("\n".join(["Not run here:", ""] + [f"* {s['id']} -> {s['ood']}: {s['reason']}."
-                                                       for s in skipped]))
+    sections.append("\n".join(availability.skipped_lines(skipped)[1:]))
   meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped, runs),
           "models": model_meta,
           "data_sources": {ri.id: pipeline.data_sources(by_id[ri.id][ri.models[0]]) for ri in runs}}
