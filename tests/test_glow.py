@@ -273,9 +273,8 @@ def test_no_actnorm_option_and_nalisnick_preset():
                       warmup_steps=0, clip_grad_norm=None)
   assert model_registry.recipe("glow", "nalisnick", 3, "paper") == dict(grey, weight_decay=5e-2)
   assert "num_steps" not in model_registry.recipe("glow", "nalisnick", 1, "cpu")
-  # nalisnick_cpu: its own one-epoch budget at the cpu experiment preset, none elsewhere.
-  assert model_registry.recipe("glow", "nalisnick_cpu", 1, "cpu")["epochs"] == 1
-  assert "epochs" not in model_registry.recipe("glow", "nalisnick_cpu", 1, "smoke")
+  # nalisnick_cpu: no budget of its own; the flows' one epoch at cpu (resolved below).
+  assert "epochs" not in model_registry.recipe("glow", "nalisnick_cpu", 1, "cpu")
   from ood_jax.experiments import configs, run as run_mod
   cfg = run_mod.resolve_train_config(configs.get_preset("cpu"), "cv_glow", 0, None, {},
                                      "nalisnick_cpu", 3)

@@ -28,10 +28,10 @@ categorical-256 VAE add about 40 min there; ``--colour-models all`` runs them). 
 32 x 32 inputs, so its grey sets are resized (``data.conform``); its bits/dim are per
 dimension of the 32 x 32 images.
 
-Cost at ``cpu`` (2 cores, cold cache; the ``nalisnick_cpu`` flows train half an epoch: about
-6 min each on FashionMNIST, 9 on CIFAR-10 alone on the machine, twice that on busy cores),
-the Gated PixelCNN one epoch (about 7 min) and the VAE two on FashionMNIST: about an hour, the flows' share
-nothing once another Nalisnick experiment has cached them.
+Cost at ``cpu`` (2 cores, cold cache): the ``nalisnick_cpu`` flows train one epoch (measured
+alone on 2026-12-02: 36 / 31 min for the FashionMNIST Glow / CV-Glow, 46 / 62 min on CIFAR-10),
+the Gated PixelCNN one epoch and the VAE two on FashionMNIST; the flows' share is nothing once
+another Nalisnick experiment has cached them.
 """
 
 from __future__ import annotations

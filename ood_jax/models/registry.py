@@ -143,7 +143,7 @@ def recipe(name: str, model_preset: str, channels: int, experiment_preset: str) 
   if experiment_preset != "paper":
     for k in BUDGET_FIELDS:
       fields.pop(k, None)
-  # A recipe's own budget for a reduced experiment preset: {"budgets": {"cpu": {"epochs": 0.5}}}.
+  # A recipe's own budget for a reduced experiment preset: {"budgets": {"cpu": {"epochs": 1}}}.
   fields.update(entry.get("budgets", {}).get(experiment_preset, {}))
   return fields
 

@@ -93,7 +93,7 @@ class ModelSpec:
       settings; its budget fields (``epochs``, ``num_steps``) apply only under the
       ``paper`` experiment preset (the ``smoke`` and ``cpu`` presets keep their budgets,
       unless the entry has ``"budgets": {experiment preset: fields}``, e.g. the
-      ``nalisnick_cpu`` Glow's half epoch at ``cpu``).
+      ``nalisnick_cpu`` Gated PixelCNN's one epoch at ``cpu``).
     rose_layers: default ``fnmatch`` patterns of the layers ROSE scores, or None.
     batchnorm_parts: names of the parts whose BatchNorm mode can be set on its own
       (``train={'encoder': True, 'decoder': False}``); empty if one mode for all.
