@@ -273,12 +273,13 @@ def test_no_actnorm_option_and_nalisnick_preset():
                       warmup_steps=0, clip_grad_norm=None)
   assert model_registry.recipe("glow", "nalisnick", 3, "paper") == dict(grey, weight_decay=5e-2)
   assert "num_steps" not in model_registry.recipe("glow", "nalisnick", 1, "cpu")
-  # nalisnick_cpu: no budget of its own; the flows' one epoch at cpu (resolved below).
-  assert "epochs" not in model_registry.recipe("glow", "nalisnick_cpu", 1, "cpu")
+  # nalisnick_cpu: a budget of its own at cpu (0.3 epoch, resolved below), none at paper.
+  assert model_registry.recipe("glow", "nalisnick_cpu", 1, "cpu")["epochs"] == 0.3
+  assert "epochs" not in model_registry.recipe("glow", "nalisnick_cpu", 1, "paper")
   from ood_jax.experiments import configs, run as run_mod
   cfg = run_mod.resolve_train_config(configs.get_preset("cpu"), "cv_glow", 0, None, {},
                                      "nalisnick_cpu", 3)
-  assert (cfg.epochs, cfg.learning_rate, cfg.weight_decay, cfg.warmup_steps) == (1, 1e-3, 5e-2, 200)
+  assert (cfg.epochs, cfg.learning_rate, cfg.weight_decay, cfg.warmup_steps) == (0.3, 1e-3, 5e-2, 200)
 
 
 def test_presets_and_errors():

@@ -64,8 +64,9 @@ Presets (``make_glow`` / ``make_cv_glow``; grey / colour):
   (variance ``1/sqrt(fan_in)``; ours: flax's defaults and the highway st-net's own
   ``HIGHWAY_INIT_STD``); ``shift_first=False`` and LU 1x1 convs (Glow's; the paper is silent).
 * ``nalisnick_cpu``: the ``nalisnick`` flags at 2 x 4, hidden 64 (grey and colour); recipe
-  RMSprop lr 1e-3, no decay, our 200-step warm-up and clipping at 100 kept; the flows' own
-  one epoch at the ``cpu`` experiment preset (about 2% of 100K steps). lr 1e-4
+  RMSprop lr 1e-3, no decay, our 200-step warm-up and clipping at 100 kept; 0.3 epoch at the
+  ``cpu`` experiment preset (562 / 469 steps, about 0.5% of 100K) so that an experiment training
+  the four flows fits in about an hour on 2 cores (one epoch: 179 min for all four). lr 1e-4
   left the CV-Glow at 8.6 bits/dim after half an epoch (its only volume change is the 1x1
   kernels'; see ``experiments/results/nalisnick_cpu.md``).
 * ``cpu``: 2 x 4, hidden 64 (grey and colour).
@@ -328,9 +329,11 @@ _RECIPES = {preset: {1: _KIRICHENKO_RECIPE, 3: _KIRICHENKO_RECIPE}
 # (about 2% of 100K steps), so lr 1e-3 (100x; 1e-4 left the CV-Glow untrained) and no decay.
 # ``nalisnick`` has no warm-up and no gradient clipping (App. A.1 mentions neither);
 # ``nalisnick_cpu`` keeps our flows' 200-step warm-up and clipping at 100 (its lr is 100x) and
-# their one-epoch ``cpu`` budget (``_BUDGETS``). Measured alone on 2 cores
-# (experiments/results/nalisnick_cpu.md): 36 / 31 min for the FashionMNIST Glow / CV-Glow
-# epoch, 46 / 62 min for CIFAR-10's; the Nalisnick experiments share these checkpoints.
+# trains 0.3 epoch at ``cpu`` (562 steps on FashionMNIST, 469 on CIFAR-10) so that an experiment
+# training all four flows fits in about an hour on 2 cores: one epoch took 36 / 31 min for the
+# FashionMNIST Glow / CV-Glow and 46 / 62 min on CIFAR-10, alone, on 2026-12-02 (179 min for
+# nalisnick_decomposition; experiments/results/nalisnick_cpu.md). The Nalisnick experiments
+# share these checkpoints.
 _NALISNICK_GREY = dict(optimizer="rmsprop", learning_rate=1e-5, batch_size=32,
                        num_steps=100_000, decay_steps=(80_000, 90_000), decay_factor=0.5,
                        halve_every_epochs=None, warmup_steps=0, clip_grad_norm=None)
@@ -338,7 +341,8 @@ _NALISNICK_CPU_GREY = dict(optimizer="rmsprop", learning_rate=1e-3, batch_size=3
                            halve_every_epochs=None)
 _RECIPES["nalisnick"] = {1: _NALISNICK_GREY, 3: dict(_NALISNICK_GREY, weight_decay=5e-2)}
 _RECIPES["nalisnick_cpu"] = {1: _NALISNICK_CPU_GREY,
-                             3: dict(_NALISNICK_CPU_GREY, weight_decay=5e-2)}
+                             3: dict(_NALISNICK_CPU_GREY, weight_decay=5e-2),
+                             "budgets": {"cpu": {"epochs": 0.3}}}
 
 
 _TRAIN_DEFAULTS = dict(warmup_steps=200, clip_grad_norm=100.0)
