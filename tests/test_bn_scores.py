@@ -143,3 +143,43 @@ def test_errors():
     scorer.score(state, _x(0))
   with pytest.raises(InvalidInputError, match="does not match"):
     scorer.score(state, _x(3, shape=(8, 8, 1)))
+
+
+def test_encoder_only_train_mode_vae():
+  """bn_enc_train_bpd: the encoder normalises with the scored batch, the decoder with its
+  running statistics (Chen 3.3.5), checked against hand-built calls on a VAE whose running
+  statistics are far from any batch's, so that the decoder's mode changes the result."""
+  model = make_model("vae", "smoke", (32, 32, 1))
+  x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 1), dtype=np.uint8)
+  v = init_variables(model, x[:4], seed=0)
+  v = jax.tree_util.tree_map(lambda a: a, v)
+  # Running statistics that no batch has: mean 0.3, variance 4 everywhere.
+  v["batch_stats"] = jax.tree_util.tree_map_with_path(
+      lambda p, a: np.full_like(a, 0.3 if p[-1].key == "mean" else 4.0), v["batch_stats"])
+  key = jax.random.PRNGKey(0)
+
+  def lp(train):
+    out, _ = model.apply(v, x, train=train, k=1, method="log_prob", rngs={"sample": key},
+                         mutable=["batch_stats"])
+    return np.asarray(out)
+
+  enc = np.asarray(jax.jit(train_mode.batch_log_prob_fn(model, 1, "encoder"))(v, x, key))
+  np.testing.assert_allclose(enc, lp({"encoder": True, "decoder": False}), rtol=1e-6)
+  both, dec, ev = lp(True), lp({"decoder": True}), lp(False)
+  for other in (both, dec, ev):           # each part's mode matters on this model
+    assert np.max(np.abs(enc - other)) > 1e-2
+  # The registered score: one batch of the whole set (b = N), k = 1, nats -> bits/dim.
+  s = get_scorer("bn_enc_train_bpd", b=8, K=1, k=1, seed=0)
+  assert (s.name, s.parts) == ("bn_enc_train_bpd", "encoder")
+  got = s.score(s.fit(model, v, None), x)
+  comps = compositions(8, 0, b=8, r=1.0, rounds=1, seed=0)
+  want = -train_mode.loop_mean_test_log_prob(train_mode.loop_fns(model, 1, 0, "encoder"), v, x,
+                                             None, comps) / (1024 * math.log(2))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  full = get_scorer("bn_train_bpd", b=8, K=1, k=1, seed=0)
+  assert np.max(np.abs(full.score(full.fit(model, v, None), x) - got)) > 1e-4
+  with pytest.raises(InvalidInputError, match="parts"):
+    get_scorer("bn_train_bpd", parts="middle")
+  toy = ToyBN()
+  with pytest.raises(InvalidInputError, match="no BatchNorm part 'encoder'"):
+    s.fit(toy, init_variables(toy, _x(8), seed=0), None)

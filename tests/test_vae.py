@@ -346,3 +346,48 @@ def test_uniform_model_is_8_bits_per_dim():
   np.testing.assert_allclose(np.asarray(model.apply(v, x, train=True)), -np.asarray(lp))
   with pytest.raises(InvalidInputError):
     model.apply(v, _images(4, 1), method="log_prob")
+
+
+# ------------------------------------------------------------------------ gaussian decoder
+def test_gaussian_likelihood_against_scipy():
+  from scipy.stats import norm
+  lik = get_likelihood("gaussian")
+  assert (lik.name, lik.num_params, lik.normalised) == ("gaussian", 1, False)
+  out = jnp.array([[-2.0], [0.0], [0.7], [3.0]])
+  x = jnp.array([0, 17, 128, 255], jnp.uint8)
+  got = np.asarray(lik.log_prob(out, x))
+  mean = 1 / (1 + np.exp(-np.array([-2.0, 0.0, 0.7, 3.0])))
+  y = (np.array([0, 17, 128, 255]) + 0.5) / 256
+  want = norm.logpdf(y, loc=mean, scale=math.sqrt(0.1)) - math.log(256)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
+  table = np.asarray(lik.log_prob_all(out))
+  np.testing.assert_allclose(table[np.arange(4), [0, 17, 128, 255]], got, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(lik.mean(out)), mean, rtol=1e-6)
+  # Density x bin width: the mass over the 256 bins is that of [0, 1], below 1.
+  mass = np.exp(table).sum(-1)
+  np.testing.assert_allclose(mass, norm.cdf(1, mean, math.sqrt(0.1)) - norm.cdf(0, mean, math.sqrt(0.1)),
+                             rtol=1e-3)
+  half = get_likelihood("gaussian:0.5")
+  assert half.name == "gaussian:0.5"
+  # Negative log-density = squared error + a constant (Soft-IntroVAE's loss at variance 1/2).
+  d = np.asarray(-half.log_prob(out, x)) - ((y - mean) ** 2)
+  np.testing.assert_allclose(d, d[0], rtol=1e-6)
+  s = np.asarray(half.sample(_key(0), jnp.zeros((20000, 1))))
+  assert s.dtype == np.uint8 and abs(s.mean() / 255 - 0.5) < 0.02 and (s == 255).mean() > 0.05
+  with pytest.raises(InvalidInputError):
+    get_likelihood("gaussian:-1")
+  with pytest.raises(InvalidInputError):
+    get_likelihood("gaussian:abc")
+
+
+def test_likelihood_means():
+  for name in sorted(LIKELIHOODS):
+    out = jnp.asarray(_params_grid(name))
+    lik = get_likelihood(name)
+    m = np.asarray(lik.mean(out))
+    p = np.exp(np.asarray(lik.log_prob_all(out), np.float64))
+    np.testing.assert_allclose(m, (p * np.arange(256)).sum(-1) / 255, rtol=1e-4, atol=1e-5)
+  model = ConvVAE(image_shape=(32, 32, 1), latent_dim=4, ngf=4, likelihood="gaussian")
+  v = _init(model, _images(2))
+  lp = model.apply(v, _images(2), k=2, method="log_prob", rngs={"sample": _key(1)})
+  assert lp.shape == (2,) and bool(jnp.all(jnp.isfinite(lp)))

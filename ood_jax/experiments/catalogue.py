@@ -114,5 +114,13 @@ for _e in [
           about="the reverse direction: Glow trained on MNIST / SVHN / CelebA scores the other set"),
     Entry("nalisnick_dimension", "nalisnick_dimension", "nalisnick", "App. C-D, Eqs. 7-9, Fig. 7",
           about="two moons replicated to D <= 100: log p(z) and log-det vs D, exp vs sigmoid scales"),
+    Entry("chen_backbones", "chen_backbones", "chen", "3.3.4, Figs 3.3-3.6",
+          about="AE, VAE (categorical and Gaussian decoders) and GAN-VAE: ID vs OOD likelihood"),
+    Entry("chen_bn_adaptation", "chen_bn_adaptation", "chen", "3.3.5, Fig. 3.7",
+          about="BatchNorm train mode in the encoder, the decoder or both"),
+    Entry("chen_elbo_components", "chen_elbo_components", "chen", "3.3.6, Eqs. 3.1-3.4, Fig. 3.8",
+          about="the ELBO's three terms and their reduced forms, ID vs OOD"),
+    Entry("chen_latent_svm", "chen_latent_svm", "chen", "3.3.7, Table 3.1, Figs 3.9-3.11",
+          about="linear SVM on encoder means: held-out Pos./Neg. accuracy, t-SNE, normal walk"),
 ]:
   register(_e)

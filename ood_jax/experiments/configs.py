@@ -38,6 +38,7 @@ PRESETS = {
                     log_every=25, checkpoint_every=50),
         n_train=2048, n_eval=300, k=4,
         score_settings={"bn_mixed": dict(K=1, k=1), "bn_train_bpd": dict(k=1),
+                        "bn_enc_train_bpd": dict(k=1),
                         "waic": dict(members=2), "rose": dict(n_fisher=256, n_norm=256)}),
     "cpu": Preset(
         "cpu", "cpu",
@@ -45,6 +46,7 @@ PRESETS = {
                     log_every=50, checkpoint_every=250),
         n_train=None, n_eval=1000, k=10,
         score_settings={"bn_mixed": dict(K=1, k=1), "bn_train_bpd": dict(k=1),
+                        "bn_enc_train_bpd": dict(k=1),
                         "waic": dict(members=3)}),
     "paper": Preset(
         "paper", "paper",

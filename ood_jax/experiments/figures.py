@@ -186,3 +186,36 @@ def histograms(path: str, panels: Mapping[str, Mapping[str, np.ndarray]], *, xla
   FigureCanvasAgg(fig)
   fig.savefig(path, format="png", dpi=100)
   return path
+
+
+def scatter(path: str, panels: Mapping[str, Mapping[str, tuple]], *, xlabel, ylabel,
+            title: Optional[str] = None, size: float = 4.0) -> str:
+  """Scatter plots, one panel per entry of ``panels`` (``{panel title: {group label: (x,
+  y)}}``), each group its own colour; ``xlabel`` / ``ylabel`` one string or one per panel.
+  Writes a PNG and returns ``path`` (e.g. Chen Fig. 3.9c's t-SNE of the codes)."""
+  if not panels:
+    raise InvalidInputError("scatter: no panels.")
+  xl = [xlabel] * len(panels) if isinstance(xlabel, str) else list(xlabel)
+  yl = [ylabel] * len(panels) if isinstance(ylabel, str) else list(ylabel)
+  if len(xl) != len(panels) or len(yl) != len(panels):
+    raise InvalidInputError(f"scatter: axis labels for {len(xl)}/{len(yl)} of {len(panels)} panels.")
+  fig = Figure(figsize=(5.0 * len(panels), 4.4))
+  for j, (name, groups) in enumerate(panels.items()):
+    if not groups:
+      raise InvalidInputError(f"scatter: panel {name!r} has no groups.")
+    ax = fig.add_subplot(1, len(panels), j + 1)
+    for i, (label, (x, y)) in enumerate(groups.items()):
+      x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
+      if x.shape != y.shape or x.size == 0 or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise InvalidInputError(f"scatter: {name!r} / {label!r}: expected finite x, y of one length.")
+      ax.scatter(x, y, s=size, alpha=0.5, color=f"C{i % 10}", label=f"{label} ({x.size})")
+    ax.set_xlabel(xl[j])
+    ax.set_ylabel(yl[j])
+    ax.set_title(name, fontsize="medium")
+    ax.legend(fontsize="x-small", markerscale=3)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  FigureCanvasAgg(fig)
+  fig.savefig(path, format="png", dpi=100)
+  return path

@@ -17,7 +17,7 @@ from ood_jax.data import ImageSet
 from ood_jax.errors import InvalidInputError
 from ood_jax.experiments.run import split_list  # noqa: F401  (re-exported)
 from ood_jax.models import registry as model_registry
-from ood_jax.train import TrainConfig, TrainResult, train
+from ood_jax.train import TrainConfig, TrainResult, train, update_for
 
 
 def ood_spec(name: str, id_name: str) -> str:
@@ -144,13 +144,15 @@ def train_or_load(run, name: str, sets: Sets, overrides: dict | None = None,
 
   ``overrides``: module settings of an experiment's variant (over ``--model-args``), e.g.
   ``{'mask': 'cycle'}``; ``label`` names the variant in its checkpoint directory (the
-  directory's hash already tells variants apart); ``config`` replaces the run's config."""
+  directory's hash already tells variants apart); ``config`` replaces the run's config.
+  A model whose ``ModelSpec.trainer`` is an update rule (``gan_vae``: Soft-IntroVAE) trains
+  with it (``ood_jax.train.update_for``)."""
   model = run.make_model(name, sets.hwc, **(overrides or {}))
   config = config or run.train_configs[name]
   ckpt = run.checkpoint_dir(name, model, sets.train, config, label=label)
   what = f"{name}[{label}]" if label else name
   result = train(model, sets.train.x, config, ckpt, progress=run.progress,
-                 desc=f"train {what} on {sets.train.name}")
+                 desc=f"train {what} on {sets.train.name}", update=update_for(name))
   return Trained(name=name, model=model, result=result, config=config, ckpt_dir=ckpt)
 
 

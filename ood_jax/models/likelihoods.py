@@ -18,6 +18,21 @@ The decoder emits ``P`` numbers per sub-pixel (``num_params``); outputs are shap
   extended to -inf / +inf (as PixelCNN++'s discretised logistic). ``log_scale`` is clipped
   to [-10, 10] for numerical safety (outside, the distribution is a point mass / flat to
   float32 precision).
+
+One exception, by name only (not in ``LIKELIHOODS``, which holds the normalised ones):
+
+* ``gaussian`` / ``gaussian:<variance>`` (P = 1): the continuous decoder
+  ``N(y | sigmoid(out), variance)`` of Chen's thesis (Fig. 3.1, 3.3.6: "constant sigma^2 = 0.1",
+  the default) on the dequantised pixel ``y = (x + 1/2) / 256`` in [0, 1] (the bin centre: a
+  deterministic dequantisation), reported in the flows' convention
+  ``log N(y) - log 256`` per sub-pixel: the log of density x bin width, nats of the 8-bit data.
+  It is a density, *not* normalised over the 256 levels (at variance 0.1 about 11% of the mass of
+  a mean-1/2 pixel lies outside [0, 1]), so its bits/dim compare with the discrete models' as the
+  flows' do (an upper bound's worth of slack), never as exactly. ``gaussian:0.5`` is the Gaussian
+  whose negative log-density is the sum of squared errors up to a constant (Soft-IntroVAE's loss).
+
+``Likelihood.mean(out)``: the expected pixel on the [0, 1] scale (``k / 255`` for the discrete
+ones, computed exactly from ``log_prob_all``; the Gaussian's mean), e.g. for reconstructions.
 """
 
 from __future__ import annotations
@@ -31,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import log_ndtr
 
+from ood_jax.errors import InvalidInputError
 from ood_jax.registry import choose
 
 NUM_LEVELS = 256
@@ -154,6 +170,43 @@ def dgaussian_sample(rng: jax.Array, out: jax.Array) -> jax.Array:
   return jnp.clip(jnp.round(v * 255.0), 0, 255).astype(jnp.uint8)
 
 
+# --------------------------------------------------------------------------- gaussian
+DEFAULT_GAUSSIAN_VARIANCE = 0.1
+_LOG_256 = math.log(NUM_LEVELS)
+
+
+def _gaussian_fns(variance: float):
+  inv2v = 0.5 / variance
+  const = -0.5 * math.log(2.0 * math.pi * variance) - _LOG_256
+
+  def log_density(mean, k):
+    y = (k.astype(jnp.float32) + 0.5) / NUM_LEVELS
+    return -inv2v * (y - mean) ** 2 + const
+
+  def log_prob(out, x_uint8):
+    return log_density(jax.nn.sigmoid(out[..., 0]), x_uint8)
+
+  def log_prob_all(out):
+    return log_density(jax.nn.sigmoid(out), jnp.asarray(_LEVELS))   # out (..., 1) broadcasts
+
+  def sample(rng, out):
+    y = jax.nn.sigmoid(out[..., 0]) + math.sqrt(variance) * jax.random.normal(rng, out.shape[:-1])
+    return jnp.clip(jnp.floor(y * NUM_LEVELS), 0, NUM_LEVELS - 1).astype(jnp.uint8)
+
+  return log_prob, log_prob_all, sample, lambda out: jax.nn.sigmoid(out[..., 0])
+
+
+def gaussian_likelihood(variance: float = DEFAULT_GAUSSIAN_VARIANCE) -> Likelihood:
+  """The continuous Gaussian decoder with fixed ``variance`` (module docstring); name
+  ``gaussian`` for the default 0.1, else ``gaussian:<variance>``."""
+  variance = float(variance)
+  if not (math.isfinite(variance) and variance > 0):
+    raise InvalidInputError(f"gaussian likelihood: the variance must be > 0, got {variance}.")
+  name = "gaussian" if variance == DEFAULT_GAUSSIAN_VARIANCE else f"gaussian:{variance:g}"
+  lp, lp_all, sample, mean = _gaussian_fns(variance)
+  return Likelihood(name, 1, lp, lp_all, sample, normalised=False, mean_fn=mean)
+
+
 # --------------------------------------------------------------------------- registry
 @dataclasses.dataclass(frozen=True)
 class Likelihood:
@@ -165,12 +218,24 @@ class Likelihood:
     log_prob: ``(out (..., P), x_uint8 (...)) -> (...)`` log-probability in nats.
     log_prob_all: ``out (..., P) -> (..., 256)`` log-probabilities of every level.
     sample: ``(rng, out (..., P)) -> uint8 (...)``.
+    normalised: whether the 256 level probabilities sum to 1 (all but ``gaussian``).
+    mean_fn: ``out (..., P) -> (...)`` the expected pixel on [0, 1], or None to compute it
+      from ``log_prob_all`` (see :meth:`mean`).
   """
   name: str
   num_params: int
   log_prob: Callable[[jax.Array, jax.Array], jax.Array]
   log_prob_all: Callable[[jax.Array], jax.Array]
   sample: Callable[[jax.Array, jax.Array], jax.Array]
+  normalised: bool = True
+  mean_fn: Callable[[jax.Array], jax.Array] | None = None
+
+  def mean(self, out: jax.Array) -> jax.Array:
+    """The expected pixel on the [0, 1] scale (``E[k] / 255`` for the discrete likelihoods)."""
+    if self.mean_fn is not None:
+      return self.mean_fn(out)
+    p = jnp.exp(self.log_prob_all(out))
+    return jnp.sum(p * jnp.asarray(_LEVELS, jnp.float32), axis=-1) / (NUM_LEVELS - 1)
 
 
 LIKELIHOODS: dict[str, Likelihood] = {
@@ -184,5 +249,16 @@ LIKELIHOODS: dict[str, Likelihood] = {
 
 
 def get_likelihood(name: str) -> Likelihood:
-  """The likelihood called ``name``; ``UnknownNameError`` lists the known ones."""
-  return LIKELIHOODS[choose("likelihood", name, sorted(LIKELIHOODS))]
+  """The likelihood called ``name`` (``gaussian:<variance>`` parameterised);
+  ``UnknownNameError`` lists the known ones."""
+  if isinstance(name, str) and (name == "gaussian" or name.startswith("gaussian:")):
+    if name == "gaussian":
+      return gaussian_likelihood()
+    try:
+      variance = float(name.split(":", 1)[1])
+    except ValueError:
+      raise InvalidInputError(
+          f"likelihood {name!r}: write gaussian:<variance>, e.g. gaussian:0.1.") from None
+    return gaussian_likelihood(variance)
+  return LIKELIHOODS[choose("likelihood", name, sorted(LIKELIHOODS),
+                            "Also: gaussian, gaussian:<variance> (continuous, fixed variance).")]

@@ -24,6 +24,9 @@ from ood_jax.registry import Registry, check_settings, choose
 
 _MODELS = Registry("model", {
     "vae": "ood_jax.models.vae:SPEC",
+    "vae_gaussian": "ood_jax.models.vae:GAUSSIAN_SPEC",
+    "gan_vae": "ood_jax.models.gan_vae:SPEC",
+    "ae": "ood_jax.models.autoencoder:SPEC",
     "realnvp": "ood_jax.models.flows.realnvp:SPEC",
     "glow": "ood_jax.models.flows.glow:GLOW_SPEC",
     "cv_glow": "ood_jax.models.flows.glow:CV_GLOW_SPEC",

@@ -101,6 +101,9 @@ class ModelSpec:
       ``model -> bool`` where the settings decide (PixelCNN++: ``norm == 'batch'``); ask
       :meth:`uses_batchnorm`.
     objective: ``model -> Objective`` (default ``default_objective``).
+    trainer: how the train layer trains it: ``'mle'`` (the default step: one optimiser on the
+      mean of ``__call__``'s per-sample loss) or the name of an update rule there
+      (``'soft_intro'``: ``ood_jax.train.soft_intro.SoftIntro``; ``ood_jax.train.update_for``).
     about: one line for listings.
   """
   name: str
@@ -115,6 +118,7 @@ class ModelSpec:
   batchnorm_parts: tuple[str, ...] = ()
   has_batchnorm: bool | Callable[[nn.Module], bool] = True
   objective: Callable[[nn.Module], Objective] = default_objective
+  trainer: str = "mle"
   about: str = ""
 
   def uses_batchnorm(self, model: nn.Module | None = None) -> bool:

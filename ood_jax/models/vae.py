@@ -34,6 +34,7 @@ Units: every returned log-probability is in nats per image of the discrete 8-bit
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import flax.linen as nn
@@ -70,9 +71,14 @@ def gaussian_kl(mu: jax.Array, logvar: jax.Array) -> jax.Array:
 
 
 class ConvEncoder(nn.Module):
-  """x in [0, 1] (N x 32 x 32 x C) -> (mu, logvar), each N x latent_dim."""
+  """x in [0, 1] (N x 32 x 32 x C) -> (mu, logvar), each N x latent_dim.
+
+  ``with_logvar=False`` (the deterministic autoencoder) has no ``logvar_conv`` head and
+  returns ``(mu, None)``; the other parameter names are the same.
+  """
   latent_dim: int = 100
   ngf: int = 32
+  with_logvar: bool = True
 
   def setup(self):
     ngf = self.ngf
@@ -83,15 +89,17 @@ class ConvEncoder(nn.Module):
     self.pyramid_conv2 = _conv(4 * ngf, 2, 1, False, "pyramid_conv2")
     self.pyramid_bn2 = _batch_norm("pyramid_bn2")
     self.mu_conv = _conv(self.latent_dim, 1, 0, True, "mu_conv")
-    self.logvar_conv = _conv(self.latent_dim, 1, 0, True, "logvar_conv")
+    if self.with_logvar:
+      self.logvar_conv = _conv(self.latent_dim, 1, 0, True, "logvar_conv")
 
-  def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array | None]:
     ura = not train
     h = nn.relu(self.input_bn(self.input_conv(x), use_running_average=ura))
     h = nn.relu(self.pyramid_bn1(self.pyramid_conv1(h), use_running_average=ura))
     h = nn.relu(self.pyramid_bn2(self.pyramid_conv2(h), use_running_average=ura))
     n = x.shape[0]
-    return self.mu_conv(h).reshape(n, -1), self.logvar_conv(h).reshape(n, -1)
+    mu = self.mu_conv(h).reshape(n, -1)
+    return mu, (self.logvar_conv(h).reshape(n, -1) if self.with_logvar else None)
 
 
 class ConvDecoder(nn.Module):
@@ -123,6 +131,25 @@ class ConvDecoder(nn.Module):
     return self.final_convt(h)
 
 
+def check_dcgan_config(model: str, image_shape, likelihood: str) -> None:
+  """``InvalidInputError`` unless ``image_shape`` is ``(32, 32, C)``; ``UnknownNameError``
+  for an unknown ``likelihood`` (shared by the DCGAN VAE and autoencoder)."""
+  shape = tuple(image_shape)
+  if len(shape) != 3 or shape[0] < 1 or shape[2] < 1:
+    raise InvalidInputError(f"{model}: image_shape must be (H, W, C), got {image_shape}.")
+  if shape[:2] != (32, 32):
+    raise InvalidInputError(
+        f"{model} needs 32 x 32 images (three stride-2 convolutions down to 4 x 4, then"
+        f" 4 x 4 heads), got image_shape {shape}. Resize the data with the 'resize:32'"
+        " transform, e.g. 'mnist+resize:32'.")
+  get_likelihood(likelihood)  # UnknownNameError early
+
+
+def squared_error(x_uint8: jax.Array, mean: jax.Array) -> jax.Array:
+  """``sum_{h,w,c} (x/255 - mean)^2`` per image, float32 ``N`` (``mean`` on [0, 1])."""
+  return image_sum((to_unit(x_uint8) - mean) ** 2)
+
+
 class ConvVAE(nn.Module):
   """The reference DCGAN VAE with a normalised discrete likelihood over 8-bit levels.
 
@@ -145,15 +172,7 @@ class ConvVAE(nn.Module):
   fast_convt_grad: bool = True
 
   def __post_init__(self):
-    shape = tuple(self.image_shape)
-    if len(shape) != 3 or shape[0] < 1 or shape[2] < 1:
-      raise InvalidInputError(f"ConvVAE: image_shape must be (H, W, C), got {self.image_shape}.")
-    if shape[:2] != (32, 32):
-      raise InvalidInputError(
-          f"ConvVAE needs 32 x 32 images (three stride-2 convolutions down to 4 x 4, then"
-          f" 4 x 4 heads), got image_shape {shape}. Resize the data with the 'resize:32'"
-          " transform, e.g. 'mnist+resize:32'.")
-    get_likelihood(self.likelihood)  # UnknownNameError early
+    check_dcgan_config("ConvVAE", self.image_shape, self.likelihood)
     super().__post_init__()
 
   @property
@@ -183,6 +202,15 @@ class ConvVAE(nn.Module):
     """q(z|x) parameters ``(mu, logvar)``, each float32 ``N x latent_dim``; input ``x/255``."""
     return self._posterior(self._check(x_uint8), train)
 
+  def encode_unit(self, x_unit: jax.Array, train: Mode = False) -> tuple[jax.Array, jax.Array]:
+    """:meth:`encode` of float images already on the [0, 1] scale (``N x H x W x C``), e.g.
+    decoded images fed back to the encoder (Soft-IntroVAE's fakes); no uint8 check."""
+    x = jnp.asarray(x_unit, jnp.float32)
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.image_shape):
+      raise InvalidInputError(f"ConvVAE.encode_unit: expected N x {self.image_shape} floats,"
+                              f" got shape {tuple(x.shape)}.")
+    return self.encoder(x, part_mode(train, "encoder"))
+
   def decode(self, z: jax.Array, train: Mode = False) -> jax.Array:
     """Raw decoder output ``N x H x W x C x P`` (categorical: unnormalised logits)."""
     out = self.decoder(z, part_mode(train, "decoder"))
@@ -197,6 +225,18 @@ class ConvVAE(nn.Module):
     """log p(x|z), float32 ``N``: nats, summed over the H*W*C sub-pixels."""
     x = self._check(x_uint8)
     return self._sum_log_prob(self.decode(z, train), x)
+
+  def reconstruct(self, x_uint8, train: Mode = False) -> jax.Array:
+    """The reconstruction ``lik.mean(decode(mu(x)))`` (decoder at the posterior mean),
+    float32 ``N x H x W x C`` on the [0, 1] scale (Chen's Figs. 3.3-3.6)."""
+    mu, _ = self.encode(x_uint8, train)
+    return self.lik.mean(self.decode(mu, train))
+
+  def recon_error(self, x_uint8, train: Mode = False) -> jax.Array:
+    """Squared reconstruction error ``sum_{h,w,c} (x/255 - reconstruct(x))^2``, float32 ``N``
+    (units: squared [0, 1] pixel values, summed over the H*W*C sub-pixels)."""
+    x = self._check(x_uint8)
+    return squared_error(x, self.reconstruct(x, train))
 
   # ------------------------------------------------------------------ objectives
   def __call__(self, x_uint8, train: Mode) -> jax.Array:
@@ -237,6 +277,41 @@ class ConvVAE(nn.Module):
     # log N(z;0,I) - log q(z|x); (z - mu)/sigma = eps exactly, the 1/2 log 2pi terms cancel.
     log_ratio = jnp.sum(0.5 * eps ** 2 - 0.5 * z ** 2 + 0.5 * logvar[:, None, :], axis=-1)
     return recon + log_ratio
+
+  def elbo_components(self, x_uint8, eps: jax.Array, train: Mode = False) -> dict[str, jax.Array]:
+    """Chen's component analysis (thesis Sec. 3.3.6) at ``z = mu + sigma * eps``.
+
+    ``eps`` is ``N x latent_dim`` standard-normal noise (one latent per image). Returns a
+    dict of float32 ``N`` arrays:
+
+    * Eq. 3.1, nats per image, each with its constants, so that
+      ``log_px_z + log_pz + neg_log_qz`` is the single-sample ELBO estimate at that z
+      (= ``log_weights(x, eps[:, None])[:, 0]``; it differs from ``-neg_elbo(x, eps)``,
+      whose KL is analytic, by the Monte-Carlo error of the KL):
+      ``log_px_z`` = log p(x|z) (the decoder likelihood, as :meth:`decoder_log_prob`),
+      ``log_pz`` = log N(z; 0, I) = ``-||z||^2 / 2 - d/2 log 2pi``,
+      ``neg_log_qz`` = -log q(z|x) = ``||eps||^2 / 2 + sum_d logvar_d / 2 + d/2 log 2pi``.
+    * The reduced forms Eqs. 3.2-3.4 (no constants, no nats):
+      ``sq_error`` = ``||x/255 - mean(decode(z))||^2`` on the [0, 1] scale (Eq. 3.2: for the
+      Gaussian decoder ``log_px_z = -sq_error / (2 sigma^2) + const``, exactly so only up to
+      the likelihood's bin-centre target ``(x + 1/2)/256``), ``mu_sq`` = ``||mu(x)||^2``
+      (Eq. 3.3: ``log_pz ~ -||z||^2/2``, ``||z||^2 = ||mu||^2 + O(eps)``) and
+      ``sum_logvar`` = ``sum_d log sigma_d^2(x)`` (Eq. 3.4: ``neg_log_qz`` up to the
+      ``||eps||^2`` term and constants, times 1/2).
+    """
+    x = self._check(x_uint8)
+    mu, logvar = self._posterior(x, train)
+    z = mu + jnp.exp(0.5 * logvar) * eps
+    out = self.decode(z, train)
+    half_log_2pi = 0.5 * math.log(2.0 * math.pi) * self.latent_dim
+    return {
+        "log_px_z": self._sum_log_prob(out, x),
+        "log_pz": -0.5 * jnp.sum(z ** 2, axis=-1) - half_log_2pi,
+        "neg_log_qz": 0.5 * jnp.sum(eps ** 2 + logvar, axis=-1) + half_log_2pi,
+        "sq_error": squared_error(x, self.lik.mean(out)),
+        "mu_sq": jnp.sum(mu ** 2, axis=-1),
+        "sum_logvar": jnp.sum(logvar, axis=-1),
+    }
 
   def log_prob(self, x_uint8, train: Mode = False, k: int = 16) -> jax.Array:
     """IWAE estimate of log p(x) with ``k`` samples, nats per image, float32 ``N``.
@@ -286,3 +361,9 @@ SPEC = ModelSpec(
     input_size=32, rose_layers=("encoder/*conv*",), batchnorm_parts=("encoder", "decoder"),
     objective=vae_objective,
     about="DCGAN conv VAE of Likelihood Regret / ROSE (32 x 32, 256-way categorical)")
+
+# Chen's thesis 3.3.4 (Fig. 3.4): the same VAE with the continuous Gaussian decoder of fixed
+# variance 0.1 (``likelihoods.py``: a density of the dequantised data, not a normalised pmf).
+GAUSSIAN_SPEC = dataclasses.replace(
+    SPEC, name="vae_gaussian", defaults={"likelihood": "gaussian"},
+    about="the DCGAN VAE with a Gaussian decoder N(x | dec(z), 0.1 I) (Chen, Fig. 3.4)")

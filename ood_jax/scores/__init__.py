@@ -22,8 +22,11 @@ from ood_jax.scores.nll import NLL
 
 SCORERS = Registry("score", {
     "nll": NLL,
+    "recon_error": "ood_jax.scores.reconstruction:ReconError",  # Chen's thesis (issue 13)
     # Song et al. (issue 4): BatchNorm train mode and the baselines it is compared with.
     "bn_train_bpd": "ood_jax.scores.bn_train:BNTrainBPD",
+    # Chen's thesis 3.3.5 (issue 13): the encoder's BatchNorm alone in train mode.
+    "bn_enc_train_bpd": "ood_jax.scores.bn_train:BNEncoderTrainBPD",
     "bn_mixed": "ood_jax.scores.bn_mixed:BNMixed",
     "t_perm": "ood_jax.scores.t_perm:TPerm",
     "waic": "ood_jax.scores.waic:WAIC",
@@ -33,6 +36,8 @@ SCORERS = Registry("score", {
     "likelihood_regret": "ood_jax.scores.likelihood_regret:LikelihoodRegret",
     "likelihood_ratio": "ood_jax.scores.likelihood_ratio:LikelihoodRatio",
     "input_complexity": "ood_jax.scores.input_complexity:InputComplexity",
+    # Chen's thesis §3.3.7 (issue 13): SUPERVISED, fitted on auxiliary OOD codes.
+    "latent_svm": "ood_jax.scores.latent_svm:LatentSVM",
 })
 
 

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from ood_jax.data import batches
+from ood_jax.errors import InvalidInputError
 from ood_jax.scores.base import Scorer, ScorerState
 
 
@@ -41,6 +42,10 @@ class NLL(Scorer):
   max_latents: int = 2560
 
   def fit(self, model, variables, id_data=None) -> ScorerState:
+    if not callable(getattr(model, "log_prob", None)):
+      raise InvalidInputError(
+          f"{self.name}: {type(model).__name__} has no log_prob (it is not a likelihood model,"
+          " e.g. the autoencoder 'ae'); score it with the 'recon_error' score instead.")
     lp = log_prob_fn(model, self.k)
     fn = jax.jit(lambda v, x, rng: -lp(v, x, rng))
     return ScorerState(params=batches.replicate(variables), chunk_fn=fn,

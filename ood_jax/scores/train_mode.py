@@ -38,10 +38,37 @@ def check_batchnorm(model: nn.Module, variables: dict, what: str) -> None:
         " actnorm, whose statistics do not depend on the batch.")
 
 
-def batch_log_prob_fn(model: nn.Module, k: int) -> Callable:
-  """Pure ``(variables, x_batch [b, H, W, C], rng) -> float32[b]``: train-mode log p, nats."""
+PARTS = ("all", "encoder", "decoder")
+
+
+def train_arg(parts: str = "all"):
+  """The models' ``train`` argument for BatchNorm train mode in ``parts``: ``True`` for
+  ``'all'``, else ``{part: True}`` with the other parts in eval mode (Chen's thesis 3.3.5:
+  the encoder's BatchNorm alone, ``'encoder'``)."""
+  if parts not in PARTS:
+    raise InvalidInputError(f"BatchNorm parts must be one of {', '.join(PARTS)}, got {parts!r}.")
+  return True if parts == "all" else {parts: True}
+
+
+def check_parts(model: nn.Module, variables: dict, parts: str, what: str) -> None:
+  """One clear error unless ``parts`` is 'all' or a top-level BatchNorm part of the model."""
+  train_arg(parts)
+  if parts == "all":
+    return
+  have = sorted(variables.get("batch_stats", {}))
+  if parts not in have:
+    raise InvalidInputError(
+        f"{what}: model {type(model).__name__} has no BatchNorm part {parts!r} (its BatchNorm"
+        f" parts: {', '.join(have) or 'none'}); use parts='all'.")
+
+
+def batch_log_prob_fn(model: nn.Module, k: int, parts: str = "all") -> Callable:
+  """Pure ``(variables, x_batch [b, H, W, C], rng) -> float32[b]``: train-mode log p, nats,
+  with BatchNorm in train mode in ``parts`` (see :func:`train_arg`)."""
+  train = train_arg(parts)
+
   def fn(variables, x, rng):
-    lp, _ = model.apply(variables, x, train=True, k=k, method="log_prob",
+    lp, _ = model.apply(variables, x, train=train, k=k, method="log_prob",
                         rngs={"sample": rng}, mutable=["batch_stats"])
     return lp
   return fn
@@ -56,12 +83,12 @@ def batch_key(seed: int, ids: jax.Array) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=16)
-def stacked_fn(model: nn.Module, k: int, seed: int) -> Callable:
+def stacked_fn(model: nn.Module, k: int, seed: int, parts: str = "all") -> Callable:
   """Jitted ``(variables, xb [C, b, H, W, C'], ids int32[C, 3]) -> float32[C, b]``: one
-  train-mode forward per batch, vmapped (BatchNorm statistics of each batch alone).
-  Cached per ``(model, k, seed)`` (modules compare by value), so scorers of one model share
-  its compilations."""
-  one = batch_log_prob_fn(model, k)
+  train-mode forward per batch, vmapped (BatchNorm statistics of each batch alone; train
+  mode in ``parts`` only). Cached per ``(model, k, seed, parts)`` (modules compare by
+  value), so scorers of one model share its compilations."""
+  one = batch_log_prob_fn(model, k, parts)
 
   def fn(variables, xb, ids):
     keys = jax.vmap(lambda i: batch_key(seed, i))(ids)
@@ -111,9 +138,11 @@ def mean_test_log_prob(fn: Callable, variables, x_test: np.ndarray, x_pool: np.n
   return average_over_rounds(lp, comps, len(x_test))
 
 
-def loop_fns(model: nn.Module, k: int, seed: int) -> tuple[Callable, Callable]:
+def loop_fns(model: nn.Module, k: int, seed: int,
+             parts: str = "all") -> tuple[Callable, Callable]:
   """Jitted ``(single-batch train-mode log p, batch rng)`` for :func:`loop_mean_test_log_prob`."""
-  return jax.jit(batch_log_prob_fn(model, k)), jax.jit(lambda ids: batch_key(seed, ids))
+  return (jax.jit(batch_log_prob_fn(model, k, parts)),
+          jax.jit(lambda ids: batch_key(seed, ids)))
 
 
 def loop_mean_test_log_prob(fns: tuple[Callable, Callable], variables, x_test: np.ndarray,

@@ -48,11 +48,21 @@ arrays: the next step donates them, so keep copies (``jax.device_get``), not ref
 at every checkpoint (e.g. Nalisnick et al.'s Fig. 4d), one compiled function for the whole run,
 its points saved as JSON beside the checkpoints so a resumed run continues the curve.
 
+Update rules: ``train(..., update=rule)`` replaces the one optimiser on one loss by ``rule``'s own
+step (:class:`UpdateRule`, e.g. ``ood_jax.train.soft_intro.SoftIntro``: an encoder step then a
+decoder step with two optimisers). The loop keeps everything else: the batch order, the NaN guard
+(a step whose ``stats['loss']`` or ``stats['grad_norm']`` is not finite leaves the state unchanged
+and records ``bad_step``), checkpoints and exact resume (the rule's randomness must be a function
+of ``(seed, state.step)``), and the meta records ``rule.describe()`` under ``update`` (None for the
+default), so a checkpoint of another rule is never resumed or loaded as this one. An update rule
+takes no OOD stream or objective.
+
 History: ``{'step', 'loss', 'bits_per_dim'}`` per log period (means over it): the objective,
 and bits/dim of the mean ID per-sample loss (``D`` = H W C for images; for vectors ``D`` is
 their dimension, the bits per dimension of the continuous density; None for dicts); with a
 non-default objective also ``'id_loss'``, with an OOD stream ``'ood_loss'`` (mean per-sample
-losses of each part).
+losses of each part); with an update rule also ``'id_loss'`` and the means of every other
+statistic its step returns.
 """
 
 from __future__ import annotations
@@ -65,7 +75,7 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import flax.linen as nn
 import jax
@@ -89,6 +99,29 @@ OOD_STREAM = 1        # ``batches.epoch_permutation`` stream of the OOD batch or
 Objective = Callable[[jax.Array, jax.Array], jax.Array]
 # on_checkpoint(step, variables) -> None, called at every checkpoint (module docstring)
 CheckpointCallback = Callable[[int, dict], Any]
+
+
+class UpdateRule(Protocol):
+  """A training step other than the default one (see the module docstring).
+
+  ``init(params, config, steps_per_epoch)``: the optimiser state of the initial ``params``
+  (any pytree; it is checkpointed with the rest of the state).
+  ``make_step(model, config, seed, steps_per_epoch)``: a pure, jit-able
+  ``step(state: TrainState, batch) -> (state, stats)`` returning the updated ``params``,
+  ``model_state`` and ``opt_state`` (``state.replace(...)``; the loop sets ``step`` and
+  ``bad_step``), its randomness a function of ``(seed, state.step)`` only; ``stats``: float32
+  scalars, at least ``'loss'`` (what the step minimises), ``'id_loss'`` (the mean per-sample
+  loss in nats, for bits/dim) and ``'grad_norm'`` (the global norm of every gradient it
+  applied; with ``'loss'``, what the NaN guard checks); any others go into the history.
+  ``describe()``: a JSON-able dict naming the rule and its settings (checkpoint meta).
+  """
+
+  def init(self, params: Any, config: TrainConfig, steps_per_epoch: int) -> Any: ...
+
+  def make_step(self, model: nn.Module, config: TrainConfig, seed: int,
+                steps_per_epoch: int) -> Callable: ...
+
+  def describe(self) -> dict: ...
 
 
 @dataclasses.dataclass
@@ -314,14 +347,53 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: in
   return step
 
 
+def _guarded(inner: Callable) -> Callable:
+  """An update rule's ``step(state, batch) -> (state, stats)`` under the NaN guard of the
+  default step: a non-finite ``stats['loss']`` or ``stats['grad_norm']`` leaves the state
+  unchanged and records the step in ``bad_step``; after that every step is a no-op."""
+
+  def step(state: TrainState, batch, ood_batch=None):
+    del ood_batch                                  # refused with an update rule
+    new, stats = inner(state, batch)
+    new = new.replace(step=state.step + 1, bad_step=state.bad_step)
+    ok = jnp.isfinite(stats["loss"]) & jnp.isfinite(stats["grad_norm"]) & (state.bad_step < 0)
+    kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
+    bad_step = jnp.where(ok | (state.bad_step >= 0), state.bad_step, state.step)
+    return kept.replace(bad_step=bad_step), stats
+
+  return step
+
+
+def describe_update(update: UpdateRule | None) -> dict | None:
+  """What the checkpoint meta records of an update rule: None for the default step, else
+  ``update.describe()`` as it reads back from JSON."""
+  return None if update is None else checkpoint.as_json(update.describe())
+
+
+def _check_update(update, ood, objective) -> None:
+  if update is None:
+    return
+  missing = [m for m in ("init", "make_step", "describe") if not callable(getattr(update, m, None))]
+  if missing:
+    raise InvalidInputError(
+        f"update must be an update rule with init, make_step and describe (ood_jax.train.loop."
+        f"UpdateRule), got {type(update).__name__} without {', '.join(missing)}.")
+  if ood is not None or objective is not None:
+    raise InvalidInputError(
+        f"update rule {describe_update(update)} takes no OOD stream or objective; its step "
+        "defines its own losses.")
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
 def _meta(model: nn.Module, config: TrainConfig, n_train: int, total: int,
-          ood_meta: dict | None = None, objective_meta: dict | None = None) -> dict:
+          ood_meta: dict | None = None, objective_meta: dict | None = None,
+          update_meta: dict | None = None) -> dict:
   cfg = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_WEIGHT_FIELDS}
+  # "update": None (the default step) is also what checkpoints from before the key read as.
   return {"model": repr(model), "config": cfg, "n_train": int(n_train), "total_steps": int(total),
-          "ood": ood_meta, "objective": objective_meta}
+          "ood": ood_meta, "objective": objective_meta, "update": update_meta}
 
 
 def _diverged(bad_step: int, last_saved: int | None, ckpt_dir: str | None) -> TrainingDivergedError:
@@ -343,7 +415,8 @@ def _dims(data) -> int | None:
 def train(model: nn.Module, data, config: TrainConfig, ckpt_dir: str | None = None, *,
           ood=None, objective: Objective | None = None, progress: bool = True,
           desc: str = "train", stop_after: int | None = None,
-          on_checkpoint: CheckpointCallback | None = None) -> TrainResult:
+          on_checkpoint: CheckpointCallback | None = None,
+          update: UpdateRule | None = None) -> TrainResult:
   """Trains ``model`` on ``data`` (uint8 images N x H x W x C, float32 vectors N x D, or a
   dict of arrays; see the module docstring) with ``objective`` (default: the mean ID loss),
   optionally with the OOD stream ``ood`` (same kind as ``data``).
@@ -353,13 +426,15 @@ def train(model: nn.Module, data, config: TrainConfig, ckpt_dir: str | None = No
   loaded. ``stop_after`` ends the call after that many total steps without saving
   (it stands in for a killed process in tests). ``on_checkpoint(step, variables)`` is called
   for the state the run starts from and at every checkpoint step (module docstring; e.g. an
-  :class:`EvalCurve`).
+  :class:`EvalCurve`). ``update``: an :class:`UpdateRule` training with its own step instead
+  of one optimiser on the mean loss (e.g. ``soft_intro.SoftIntro()``; module docstring).
   """
   t0 = time.perf_counter()
   data = check_data(data, model, "training set")
   if ood is not None:
     ood = _check_ood(ood, data, model)
   _check_objective(objective, ood, config.batch_size)
+  _check_update(update, ood, objective)
   if on_checkpoint is not None and not callable(on_checkpoint):
     raise InvalidInputError(
         f"on_checkpoint must be a function (step, variables) -> None, got "
@@ -369,11 +444,19 @@ def train(model: nn.Module, data, config: TrainConfig, ckpt_dir: str | None = No
   if ood is not None:
     batches.steps_per_epoch(batches.num_examples(ood), config.batch_size, what="OOD set")
   total = config.total_steps(spe)
-  tx = make_optimizer(config, spe)
   first = batches.take(data, np.arange(config.batch_size))
-  state = create(init_variables(model, first, config.seed), tx)
+  if update is None:
+    tx = make_optimizer(config, spe)
+    state = create(init_variables(model, first, config.seed), tx)
+  else:
+    variables = dict(init_variables(model, first, config.seed))
+    params = variables.pop("params")
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
+                       opt_state=update.init(params, config, spe),
+                       bad_step=jnp.full((), -1, jnp.int32))
   meta = _meta(model, config, batches.num_examples(data), total,
-               None if ood is None else fingerprint(ood), describe_objective(objective))
+               None if ood is None else fingerprint(ood), describe_objective(objective),
+               describe_update(update))
 
   mngr, start, resumed = None, 0, None
   if ckpt_dir is not None:
@@ -388,7 +471,9 @@ def train(model: nn.Module, data, config: TrainConfig, ckpt_dir: str | None = No
     raise _diverged(int(state.bad_step), last_saved, ckpt_dir)
 
   end = total if stop_after is None else min(total, stop_after)
-  step_fn = jax.jit(_make_step(model, tx, config.seed, objective), donate_argnums=0)
+  step_fn = jax.jit(_make_step(model, tx, config.seed, objective) if update is None else
+                    _guarded(update.make_step(model, config, config.seed, spe)),
+                    donate_argnums=0)
   dims = _dims(data)
   id_batches = batches.train_batches(data, config.batch_size, config.seed, start, end)
   ood_batches = (None if ood is None else
@@ -415,7 +500,8 @@ def train(model: nn.Module, data, config: TrainConfig, ckpt_dir: str | None = No
         if int(state.bad_step) >= 0:
           raise _diverged(int(state.bad_step), last_saved, ckpt_dir)
         if pending:
-          history.append(_log_entry(done, jax.device_get(pending), dims, objective is not None))
+          history.append(_log_entry(done, jax.device_get(pending), dims,
+                                    objective is not None or update is not None))
           rate = n_log * per_step / max(time.perf_counter() - t_log, 1e-9)
           bar.set_postfix(_postfix(history[-1], rate))
           bar.update(n_log)
@@ -442,6 +528,9 @@ def _log_entry(done: int, stats: list[dict], dims: int | None, custom: bool) -> 
     entry["id_loss"] = mean("id_loss")
   if "ood_loss" in stats[0]:
     entry["ood_loss"] = mean("ood_loss")
+  for k in stats[0]:        # an update rule's other statistics (the default step has none)
+    if k not in ("loss", "id_loss", "ood_loss"):
+      entry[k] = mean(k)
   return entry
 
 
