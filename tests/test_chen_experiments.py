@@ -157,6 +157,10 @@ def test_latent_svm_smoke(shared, tmp_path):
     (chen_elbo_components, {"--models": "ae"}, "ELBO"),
     (chen_latent_svm, {"--bn-train-models": "gan_vae", "--models": "vae"}, "--bn-train-models"),
     (chen_latent_svm, {"--tsne-n": "-1"}, "--tsne-n"),
+    (chen_latent_svm, {"--b": "0"}, "--b"),
+    (chen_elbo_components, {"--b": "1"}, "--b"),
+    (chen_bn_adaptation, {"--b": "1"}, "b"),
+    (chen_backbones, {"--colour-models": "glow"}, "--colour-models"),
 ])
 def test_bad_options_fail_before_work(shared, tmp_path, capsys, module, extra, match):
   out = str(tmp_path / "bad")

@@ -45,6 +45,9 @@ N_GRID = 8
 
 def check(r: Run) -> None:
   chen_common.check_run(r, chen_common.LIKELIHOOD_MODELS, "BatchNorm variants of the likelihood are defined for the likelihood models only")
+  chen_common.check_b(r)
+  for v in VARIANTS:                # every scorer's settings, before any training
+    variant_scorer(r, v, r.models[0])
 
 
 def variant_base(r: Run, variant: str) -> dict:
@@ -78,7 +81,7 @@ def recon_in_mode(trained, x: np.ndarray, train, b: int) -> np.ndarray:
 def run(r: Run) -> Result:
   runs, runnable, skipped = chen_common.runs_for(r)
   by_id = {ri.id: pipeline.sets_for(ri) for ri in runs}
-  b = int(bn_settings.bn_settings(r).get("b", 64))
+  b = chen_common.batch_size(r)
   rows, table, figs, info = [], [], {}, {}
   for ri in runs:
     for name in chen_common.models_for(r, ri, by_id[ri.id]):
@@ -134,8 +137,8 @@ def run(r: Run) -> Result:
             "bits/dim (lower likelihood) and leaves ID about where it was; the decoder's alone "
             "matters less for the likelihood.",
             f"Train-mode batches: b = {b} images of the scored set; k = {r.k} importance samples "
-            "in every variant."]
-  lines += chen_common.colour_note(r) + availability.skipped_lines(skipped)
+            "in every variant (the thesis: K = 5 and 50).", "", chen_common.GAUSSIAN_FLOOR_NOTE]
+  lines += chen_common.colour_note(r, runs) + availability.skipped_lines(skipped)
   meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped, runs),
           "models_trained": info, "data_sources": chen_common.data_sources(runs, by_id)}
   return Result(title=f"Chen 3.3.5: BatchNorm adaptation per part ({r.preset} preset)",

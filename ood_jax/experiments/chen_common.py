@@ -52,9 +52,42 @@ def models_for(r, ri, sets_by_model) -> list[str]:
   return [m for m in ri.models if sets_by_model[m].hwc[-1] != 3 or m in colour]
 
 
-def colour_note(r) -> list[str]:
+def colour_note(r, runs=()) -> list[str]:
+  """The report's line on models left out of colour ID sets (only if a colour set ran)."""
   left = [m for m in r.models if m not in colour_models(r)]
-  return ([f"", f"Not run on colour ID sets (`--colour-models`): {', '.join(left)}."] if left else [])
+  colour = [ri.id for ri in runs if _channels(ri) == 3]
+  if not left or (runs and not colour):
+    return []
+  why = (" (at cpu the categorical VAE's 3 x 256-way output layer is the one slow backbone: "
+         "about 42 min for 2 epochs of CIFAR-10; `--colour-models all` runs it)"
+         if r.preset == "cpu" and "vae" in left else "")
+  return ["", f"Not run on colour ID sets (`--colour-models`): {', '.join(left)}{why}."]
+
+
+def _channels(ri) -> int:
+  from ood_jax import data
+  return int(data.load(ri.id, "train", data_dir=ri.data_dir, n=1, seed=ri.seed).x.shape[-1])
+
+
+def check_b(r) -> None:
+  """``--b`` (a train-mode batch size) is None or an integer >= 2: checked before any work."""
+  from ood_jax.errors import InvalidInputError
+  b = r.options.get("b")
+  if b is not None and int(b) < 2:
+    raise InvalidInputError(f"--b must be at least 2 (a train-mode BatchNorm batch), got {b}.")
+
+
+def batch_size(r) -> int:
+  """``--b``, default 64 (Song et al.'s and the thesis' BatchNorm batch)."""
+  b = r.options.get("b")
+  return 64 if b is None else int(b)
+
+
+GAUSSIAN_FLOOR_NOTE = (
+    "Bits/dim of the Gaussian decoders are densities of the dequantised data (minus log 256 per "
+    "sub-pixel), with a floor even at a perfect reconstruction: 1/2 log(2 pi sigma^2) + log 256 "
+    "per dimension, 7.67 bits/dim for `vae_gaussian` (sigma^2 = 0.1) and 8.83 for `gan_vae` "
+    "(1/2); compare them within a model (ID against OOD, AUROC), not with the categorical VAE's.")
 
 
 COLOUR_OPTION_HELP = ("models run on colour ID sets: names, or 'all' (default: all, except the "
@@ -141,11 +174,14 @@ def decode_images(trained: pipeline.Trained, z: np.ndarray, variables=None) -> n
 
 
 def samples(trained: pipeline.Trained, n: int, seed: int) -> np.ndarray:
-  """``n`` uint8 samples from the prior; for the GAN-VAE after re-estimating the decoder's
-  BatchNorm statistics on decoded prior samples (thesis 3.3.5: "a step of preliminary domain
-  adaptation"), for the others with their trained statistics."""
+  """``n`` uint8 images of the decoder's *mean* at prior latents ``z ~ N(0, I)`` (as the
+  thesis' and Soft-IntroVAE's sample figures: no per-pixel likelihood noise, which for the
+  Gaussian decoders is a standard deviation of 80-180 levels); for the GAN-VAE after
+  re-estimating the decoder's BatchNorm statistics on decoded prior samples (thesis 3.3.5: "a
+  step of preliminary domain adaptation"), for the others with their trained statistics."""
   v = sampling_variables(trained, seed)
-  return np.asarray(trained.model.apply(v, jax.random.PRNGKey(seed), n, method="sample"))
+  z = jax.random.normal(jax.random.PRNGKey(seed), (int(n), trained.model.latent_dim))
+  return decode_images(trained, np.asarray(z), v)
 
 
 def backbone_meta(trained: pipeline.Trained) -> dict:

@@ -46,6 +46,7 @@ SETTINGS = {"eval": False, "encoder": {"encoder": True}}
 
 def check(r: Run) -> None:
   chen_common.check_run(r, chen_common.LIKELIHOOD_MODELS, "the ELBO is defined for the likelihood models only")
+  chen_common.check_b(r)
 
 
 def components_fn(model, variables, train, samples: int):
@@ -75,7 +76,7 @@ def components(fn, x: np.ndarray, b: int, seed: int) -> dict[str, np.ndarray]:
   filled with the first images of the shuffle, their values discarded), per-image terms
   returned in ``x``'s order."""
   n = len(x)
-  b = max(2, min(b, n))
+  b = min(b, n)
   perm = np.random.default_rng(seed).permutation(n)
   padded = np.concatenate([perm, perm[:(-n) % b]])
   out = {k: np.zeros(n, np.float64) for k in TERMS}
@@ -96,7 +97,7 @@ def auroc(term: str, id_v: np.ndarray, ood_v: np.ndarray) -> float:
 def run(r: Run) -> Result:
   runs, runnable, skipped = chen_common.runs_for(r)
   by_id = {ri.id: pipeline.sets_for(ri) for ri in runs}
-  b = int(r.options.get("b") or 64)
+  b = chen_common.batch_size(r)
   table, means, figs, info = [], [], {}, {}
   for ri in runs:
     for name in chen_common.models_for(r, ri, by_id[ri.id]):
@@ -137,7 +138,7 @@ def run(r: Run) -> Result:
             "neg_log_qz = elbo exactly. Thesis (Fig. 3.8, axes not normalised, no numbers): "
             "for the VAE's BatchNorm adjustment the reconstruction term carries the change; for "
             "the GAN-VAE the posterior's span (neg_log_qz, sum_logvar) matters as well."]
-  lines += chen_common.colour_note(r) + availability.skipped_lines(skipped)
+  lines += chen_common.colour_note(r, runs) + availability.skipped_lines(skipped)
   meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped, runs),
           "models_trained": info, "bn_batch": b, "samples_per_image": r.k,
           "data_sources": chen_common.data_sources(runs, by_id)}

@@ -29,7 +29,9 @@ biased variance, and needs ``mutable=['batch_stats']``): one bool for the whole 
 in eval mode; a part left out is in eval mode). Initialisation is DCGAN's
 (kernels N(0, 0.02), BN scale N(1, 0.02), biases 0).
 
-Units: every returned log-probability is in nats per image of the discrete 8-bit data.
+Units: every returned log-probability is in nats per image of the discrete 8-bit data (for
+the continuous ``gaussian`` likelihood: its density of the dequantised data minus ``D log
+256``, the flows' convention; see ``likelihoods.py``).
 """
 
 from __future__ import annotations
@@ -151,7 +153,8 @@ def squared_error(x_uint8: jax.Array, mean: jax.Array) -> jax.Array:
 
 
 class ConvVAE(nn.Module):
-  """The reference DCGAN VAE with a normalised discrete likelihood over 8-bit levels.
+  """The reference DCGAN VAE with a likelihood over 8-bit levels (normalised, or the
+  continuous `gaussian`: a density, see `likelihoods.py`).
 
   Attributes:
     image_shape: (H, W, C); H = W = 32 is required.

@@ -360,24 +360,30 @@ class LatentSVM(Scorer):
   batch_size: int = 256
   data_dir: str | None = None
 
+  def __post_init__(self):
+    # Settings are checked when the scorer is built (before any training in an experiment);
+    # ``aux`` only in ``fit``, so that the default-constructed scorer exists for listings.
+    if self.solver not in SOLVERS:
+      raise InvalidInputError(f"{self.name}: solver must be one of {SOLVERS}, got {self.solver!r}.")
+    for field in ("n_id", "n_aux"):
+      v = getattr(self, field)
+      if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+        raise InvalidInputError(f"{self.name}: {field} must be a positive integer or None, "
+                                f"got {v!r}.")
+    if int(self.batch_size) < 1:
+      raise InvalidInputError(f"{self.name}: batch_size must be >= 1, got {self.batch_size!r}.")
+
   def fit(self, model, variables, id_data) -> ScorerState:
     from ood_jax import data  # pylint: disable=import-outside-toplevel
     if not self.aux:
       raise InvalidInputError(
           f"{self.name}: needs an auxiliary OOD dataset: set aux='<dataset name>' (e.g. "
           "aux='svhn'); this score is supervised and is fitted on OOD examples.")
-    if self.solver not in SOLVERS:
-      raise InvalidInputError(f"{self.name}: solver must be one of {SOLVERS}, got {self.solver!r}.")
     _check_encoder(model, self.name)
     if id_data is None:
       raise InvalidInputError(f"{self.name}: needs in-distribution training images (id_data).")
     hwc = tuple(model.image_shape)
     id_data = validate_images(id_data, what=f"{self.name} training set", hwc=hwc)
-    for field in ("n_id", "n_aux"):
-      v = getattr(self, field)
-      if v is not None and (isinstance(v, bool) or v < 1):
-        raise InvalidInputError(f"{self.name}: {field} must be a positive integer or None, "
-                                f"got {v!r}.")
     aux = data.load(self.aux, self.aux_split, data_dir=self.data_dir, n=self.n_aux,
                     seed=self.seed, like=hwc)
     if tuple(aux.x.shape[1:]) != hwc:

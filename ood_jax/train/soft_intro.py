@@ -38,7 +38,9 @@ With ``s = 1 / (C H W)`` (ref L456), per-image sums of squared errors ``SSE`` an
   for both networks, both optimisers stepping.
 
 Images and reconstruction error: decoded images are ``lik.mean(decode(z))`` on [0, 1] (the
-sigmoid of the decoder's output for the ``gaussian`` likelihood) and go back into the encoder
+sigmoid of the decoder's output for the ``gaussian`` likelihood; **a deviation**: the
+reference decoder's last layer is a plain convolution with no output nonlinearity, whose
+outputs the loss compares with [0, 1] images directly) and go back into the encoder
 as floats (``ConvVAE.encode_unit``); real images enter the encoder as ``x / 255``. The loss is
 the reference's ``'mse'`` type: ``F.mse_loss(reduction='none')`` summed per image, then
 averaged over the batch (ref L268-294). The model must use a ``gaussian`` likelihood; with
