@@ -71,6 +71,7 @@ def test_backbones_smoke(shared, tmp_path):
     assert f in report
   assert "samples_ae_toy.png" not in report
   assert "toy -> svhn: svhn (test split) is not available here" in report
+  assert "## FID" in report and "Not computed: no Inception weights" in report
   assert meta["models_trained"]["vae_gaussian_toy"]["likelihood"] == "gaussian"
   assert meta["models_trained"]["gan_vae_toy"]["likelihood"] == "gaussian:0.5"
   means = json.load(open(os.path.join(out, "means.json")))
@@ -161,6 +162,7 @@ def test_latent_svm_smoke(shared, tmp_path):
     (chen_elbo_components, {"--b": "1"}, "--b"),
     (chen_bn_adaptation, {"--b": "1"}, "b"),
     (chen_backbones, {"--colour-models": "glow"}, "--colour-models"),
+    (chen_backbones, {"--fid-weights": "/nonexistent/pt_inception.npz"}, "Inception"),
 ])
 def test_bad_options_fail_before_work(shared, tmp_path, capsys, module, extra, match):
   out = str(tmp_path / "bad")

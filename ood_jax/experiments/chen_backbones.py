@@ -23,7 +23,10 @@ with the Gaussian decoder and the GAN-VAE) on the ID training split and reports:
 * AUROC (OOD positive) of every score per backbone, beside the thesis' finding: with the
   categorical decoder OOD gets the higher likelihood; with the Gaussian decoder "ID > OoD"
   on FashionMNIST -> MNIST (Fig. 3.4); the GAN-VAE "ID > OoD" on CelebA -> SVHN (Fig. 3.6a).
-  The thesis gives no numbers for these figures.
+  The thesis gives no numbers for these figures;
+* FID (3.3.2) of decoder-mean prior samples against the ID test images, only with
+  ``--fid-weights`` (pytorch-fid's Inception weights as .npz, ``ood_jax/fid_inception.py``);
+  without them the report says FID was not computed (no substitute network).
 
 Cost at ``cpu`` (2 cores, cold cache; the other Chen experiments then load the checkpoints):
 estimated from step times measured beside another job on 2026-12-02, to be replaced by the
@@ -55,6 +58,27 @@ N_GRID = 8
 
 def check(r: Run) -> None:
   chen_common.check_run(r, chen_common.BACKBONES, "not among the backbones")
+  fid_net(r)                                   # a bad weight file fails before any training
+  if int(r.options["fid_n"]) < 2:
+    from ood_jax.errors import InvalidInputError
+    raise InvalidInputError(f"--fid-n must be at least 2, got {r.options['fid_n']}.")
+
+
+def fid_net(r: Run):
+  """The FID feature network of ``--fid-weights`` (pytorch-fid's Inception weights as .npz),
+  or None: then no FID is computed and the report says why (3.3.2; nothing else stands in)."""
+  path = r.options.get("fid_weights")
+  if not path:
+    return None
+  from ood_jax import fid
+  return fid.load_feature_net(path)
+
+
+def fid_of(net, trained, sets, n: int, seed: int) -> float:
+  """FID between ``n`` decoder-mean prior samples and the first ``n`` ID test images."""
+  from ood_jax import fid
+  x = sets.test.x[:n]
+  return fid.fid(net(chen_common.samples(trained, len(x), seed)), net(x))
 
 
 def scores_of(name: str) -> list[str]:
@@ -65,6 +89,7 @@ def run(r: Run) -> Result:
   runs, runnable, skipped = chen_common.runs_for(r)
   by_id = {ri.id: pipeline.sets_for(ri) for ri in runs}        # every model built first
   rows, table, samples, figs, info = [], [], {}, {}, {}
+  net, fids = fid_net(r), []
   for ri in runs:
     for name in chen_common.models_for(r, ri, by_id[ri.id]):
       sets = by_id[ri.id][name]
@@ -91,6 +116,11 @@ def run(r: Run) -> Result:
         figs[f"samples_{label}.png"] = functools.partial(
             figures.samples_grid, images_uint8=chen_common.samples(trained, 16, ri.seed),
             title=f"{name} trained on {ri.id}: decoder mean at prior samples")
+      if net is not None and name != "ae":
+        with pipeline.Timer() as tf:
+          fids.append({"train": ri.id, "model": name,
+                       "fid": round(fid_of(net, trained, sets, int(r.options["fid_n"]), ri.seed), 2)})
+        fids[-1]["seconds"] = round(tf.seconds, 1)
       info[label] = {**chen_common.backbone_meta(trained), "score_seconds": round(ts.seconds, 1)}
   lines = ["## AUROC per backbone (OOD positive), beside the thesis' finding", "",
            "| train | model | score | OOD | AUROC | thesis |", "|---|---|---|---|---:|---|"]
@@ -107,12 +137,23 @@ def run(r: Run) -> Result:
             "| train | model | score | set | mean | N |", "|---|---|---|---|---:|---:|"]
   lines += [f"| {t['train']} | {t['model']} | {t['score']} | {t['set']} | {t['mean']:.4f} | {t['n']} |"
             for t in table]
+  lines += ["", "## FID (3.3.2)", ""]
+  if net is None:
+    lines += ["Not computed: no Inception weights here (`--fid-weights PATH`: pytorch-fid's "
+              "`pt_inception-2015-12-05` state dict saved as .npz; no other network stands in). "
+              "Thesis: GAN-VAE 4.16 on CIFAR-10 (its own training and FID protocol)."]
+  else:
+    lines += [f"Decoder-mean prior samples against the first {r.options['fid_n']} ID test images "
+              "(pytorch-fid's Inception from the given weights; our Flax port, not checked against "
+              "pytorch-fid here). Thesis: GAN-VAE 4.16 on CIFAR-10.", "",
+              "| train | model | FID |", "|---|---|---:|"]
+    lines += [f"| {f['train']} | {f['model']} | {f['fid']:.2f} |" for f in fids]
   lines += chen_common.colour_note(r, runs) + availability.skipped_lines(skipped)
   meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped, runs),
           "models_trained": info, "data_sources": chen_common.data_sources(runs, by_id)}
   return Result(title=f"Chen 3.3.4: backbones, ID vs OOD likelihood ({r.preset} preset)",
                 meta=meta, rows=rows, samples=samples, sections=["\n".join(lines)],
-                json_files={"means.json": table}, figures=figs)
+                json_files={"means.json": table, "fid.json": fids}, figures=figs)
 
 
 EXPERIMENT = cli.Experiment(
@@ -121,7 +162,12 @@ EXPERIMENT = cli.Experiment(
     omit=("--id", "--ood", "--scores"),
     options=(cli.option("--pairs", default=chen_common.DEFAULT_PAIRS,
                         help=f"train:ood+ood pairs (default {chen_common.DEFAULT_PAIRS})"),
-             cli.option("--colour-models", default=None, help=chen_common.COLOUR_OPTION_HELP),),
+             cli.option("--colour-models", default=None, help=chen_common.COLOUR_OPTION_HELP),
+             cli.option("--fid-weights", default=None,
+                        help="pytorch-fid Inception weights (.npz of its state dict) for FID; "
+                             "default: no FID"),
+             cli.option("--fid-n", type=int, default=1000,
+                        help="images per side of the FID (default 1000)"),),
     check=check)
 main = EXPERIMENT.main
 

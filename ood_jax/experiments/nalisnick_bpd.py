@@ -28,9 +28,9 @@ categorical-256 VAE add about 40 min there; ``--colour-models all`` runs them). 
 32 x 32 inputs, so its grey sets are resized (``data.conform``); its bits/dim are per
 dimension of the 32 x 32 images.
 
-Cost at ``cpu`` (2 cores, cold cache): the ``nalisnick_cpu`` flows train one epoch (measured
-alone on 2026-12-02: 36 / 31 min for the FashionMNIST Glow / CV-Glow, 46 / 62 min on CIFAR-10),
-the Gated PixelCNN one epoch and the VAE two on FashionMNIST; the flows' share is nothing once
+Cost at ``cpu`` (2 cores, cold cache): the ``nalisnick_cpu`` flows train 0.3 epoch (6-9 min
+each, 30 min for the four, recorded in ``experiments/results/nalisnick_cpu.md``), the Gated
+PixelCNN one epoch (13 min) and the VAE two (17 min) on FashionMNIST; the flows' share is nothing once
 another Nalisnick experiment has cached them.
 """
 

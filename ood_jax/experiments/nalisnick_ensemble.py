@@ -18,10 +18,10 @@ model's is member 0's NLL; both in eval mode with one dequantisation draw per me
 
 Budget: at ``cpu`` every member (member 0 too, so the ensemble is homogeneous) trains
 ``--member-steps`` (default 300) steps of the ``nalisnick_cpu`` recipe (batch 32, RMSprop;
-the warm-up cut to a tenth of the member budget) instead of the cpu preset's one epoch, so that M = 5 members of both pairs
-fit in about an hour on 2 CPU cores (the ``nalisnick_cpu`` Glow took 1.2 s (FashionMNIST) and
-1.8 s (CIFAR-10) per batch-32 step alone on 2026-12-02: 5 x 300 x 3.0 s = 75 min, plus a few
-minutes of scoring; ``--member-steps`` to trade budget for time). At ``smoke`` and ``paper`` the members train the run's budget
+the warm-up cut to a tenth of the member budget) instead of the recipe's 0.3 epoch (562 / 469
+steps), so that M = 5 members of both pairs fit in about an hour on 2 CPU cores (the
+``nalisnick_cpu`` Glow took 0.66-1.2 s (FashionMNIST) and 1.0-1.8 s (CIFAR-10) per batch-32
+step on 2026-12-02: 5 x 300 x 1.7-3.0 s = 42-75 min, plus a few minutes of scoring; ``--member-steps`` to trade budget for time). At ``smoke`` and ``paper`` the members train the run's budget
 (``--member-steps`` or ``--train-steps`` to change it).
 
 Reports, per pair and model: mean bits/dim of the ID train subset (same size as the ID test),

@@ -41,7 +41,7 @@ difference, the paper: under 38 levels), whether every phase's variance sum of `
 paper's SVHN / CIFAR-10 variance sums (49.6 / 61.9, 52.7 / 59.2, 53.6 / 68.1) stand beside
 ours. Figure ``second_order_<id>.png``: the per-channel variance sums and the gaps.
 
-Cost at ``cpu`` (2 cores): training as the other CV-Glow experiments (one epoch of the ID
+Cost at ``cpu`` (2 cores): training as the other CV-Glow experiments (0.3 epoch of the ID
 training split; nothing once cached); the analysis about two Hessian-vector products per
 image of ``--n-hessian`` (1000 per set) on top of scoring.
 """
