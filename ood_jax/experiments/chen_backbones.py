@@ -148,7 +148,7 @@ def run(r: Run) -> Result:
               "pytorch-fid here). Thesis: GAN-VAE 4.16 on CIFAR-10.", "",
               "| train | model | FID |", "|---|---|---:|"]
     lines += [f"| {f['train']} | {f['model']} | {f['fid']:.2f} |" for f in fids]
-  lines += chen_common.colour_note(r, runs) + availability.skipped_lines(skipped)
+  lines += chen_common.colour_note(r, by_id) + availability.skipped_lines(skipped)
   meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped, runs),
           "models_trained": info, "data_sources": chen_common.data_sources(runs, by_id)}
   return Result(title=f"Chen 3.3.4: backbones, ID vs OOD likelihood ({r.preset} preset)",

@@ -138,7 +138,7 @@ def run(r: Run) -> Result:
             "matters less for the likelihood.",
             f"Train-mode batches: b = {b} images of the scored set; k = {r.k} importance samples "
             "in every variant (the thesis: K = 5 and 50).", "", chen_common.GAUSSIAN_FLOOR_NOTE]
-  lines += chen_common.colour_note(r, runs) + availability.skipped_lines(skipped)
+  lines += chen_common.colour_note(r, by_id) + availability.skipped_lines(skipped)
   meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped, runs),
           "models_trained": info, "data_sources": chen_common.data_sources(runs, by_id)}
   return Result(title=f"Chen 3.3.5: BatchNorm adaptation per part ({r.preset} preset)",

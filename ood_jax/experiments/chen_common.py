@@ -15,10 +15,8 @@ listed with the reason and the local pairs FashionMNIST -> MNIST and CIFAR-10 ->
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ood_jax.data import batches
 from ood_jax.experiments import availability, pipeline
 from ood_jax.experiments.kirichenko_table1 import plan
 
@@ -31,8 +29,9 @@ CHUNK = 256
 def colour_models(r) -> list[str]:
   """The models run on colour ID sets (``--colour-models``: names, or 'all'; default every
   model of ``--models`` except, at ``cpu``, the categorical ``vae``, whose 3 x 256-way output
-  layer makes it the one slow backbone there: about 1.6 s per batch-64 step alone on 2 cores,
-  42 min for the cpu budget's 2 epochs of CIFAR-10)."""
+  layer makes it the one slow backbone there: 2.8 s per batch-64 colour step measured beside
+  another job on 2 cores (2026-12-02), so the cpu budget's 2 epochs of CIFAR-10, 1562 steps, would
+  take most of an hour)."""
   from ood_jax.errors import InvalidInputError
   text = r.options.get("colour_models")
   if text is None:
@@ -52,21 +51,17 @@ def models_for(r, ri, sets_by_model) -> list[str]:
   return [m for m in ri.models if sets_by_model[m].hwc[-1] != 3 or m in colour]
 
 
-def colour_note(r, runs=()) -> list[str]:
-  """The report's line on models left out of colour ID sets (only if a colour set ran)."""
+def colour_note(r, by_id) -> list[str]:
+  """The report's line on models left out of colour ID sets (only if a colour set ran);
+  ``by_id``: ``{id: {model: Sets}}`` as loaded by the experiment."""
   left = [m for m in r.models if m not in colour_models(r)]
-  colour = [ri.id for ri in runs if _channels(ri) == 3]
-  if not left or (runs and not colour):
+  colour = any(st.hwc[-1] == 3 for sets in by_id.values() for st in sets.values())
+  if not left or not colour:
     return []
   why = (" (at cpu the categorical VAE's 3 x 256-way output layer is the one slow backbone: "
-         "about 42 min for 2 epochs of CIFAR-10; `--colour-models all` runs it)"
-         if r.preset == "cpu" and "vae" in left else "")
+         "2.8 s per batch-64 colour step measured beside another job, most of an hour for 2 "
+         "epochs of CIFAR-10; `--colour-models all` runs it)" if r.preset == "cpu" and "vae" in left else "")
   return ["", f"Not run on colour ID sets (`--colour-models`): {', '.join(left)}{why}."]
-
-
-def _channels(ri) -> int:
-  from ood_jax import data
-  return int(data.load(ri.id, "train", data_dir=ri.data_dir, n=1, seed=ri.seed).x.shape[-1])
 
 
 def check_b(r) -> None:
@@ -142,14 +137,11 @@ def encode_mu(trained: pipeline.Trained, x: np.ndarray, train=False,
   or ``{'encoder': True}``; train mode normalises each ``chunk`` of consecutive images with
   its own statistics, a short last chunk filled with the set's first images)."""
   m, v = trained.model, trained.variables
-  if trained.name == "ae":
-    def f(xb):
-      out = m.apply(v, xb, train, method="encode", mutable=["batch_stats"] if train else False)
-      return out[0] if train else out
-  else:
-    def f(xb):
-      out = m.apply(v, xb, train, method="encode", mutable=["batch_stats"] if train else False)
-      return (out[0] if train else out)[0]
+
+  def f(xb):
+    out = m.apply(v, xb, train, method="encode", mutable=["batch_stats"] if train else False)
+    out = out[0] if train else out                 # drop the discarded batch statistics
+    return out if trained.name == "ae" else out[0]  # the VAE's (mu, logvar): mu
   return _chunked(jax.jit(f), x, chunk).astype(np.float32)
 
 
@@ -193,13 +185,6 @@ def data_sources(runs, by_id) -> dict:
   return {ri.id: pipeline.data_sources(next(iter(by_id[ri.id].values()))) for ri in runs}
 
 
-def uint8_rows(**named) -> dict:
-  return {k: np.asarray(v, np.uint8) for k, v in named.items()}
-
 
 def nats_to_bpd(nats: np.ndarray, hwc) -> np.ndarray:
   return pipeline.bits_per_dim(np.asarray(nats, np.float64), hwc)
-
-
-def to_devices(x):
-  return batches.to_devices(jnp.asarray(x))

@@ -138,7 +138,7 @@ def run(r: Run) -> Result:
             "neg_log_qz = elbo exactly. Thesis (Fig. 3.8, axes not normalised, no numbers): "
             "for the VAE's BatchNorm adjustment the reconstruction term carries the change; for "
             "the GAN-VAE the posterior's span (neg_log_qz, sum_logvar) matters as well."]
-  lines += chen_common.colour_note(r, runs) + availability.skipped_lines(skipped)
+  lines += chen_common.colour_note(r, by_id) + availability.skipped_lines(skipped)
   meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped, runs),
           "models_trained": info, "bn_batch": b, "samples_per_image": r.k,
           "data_sources": chen_common.data_sources(runs, by_id)}

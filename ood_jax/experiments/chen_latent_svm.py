@@ -220,7 +220,7 @@ def run(r: Run) -> Result:
     lines += [f"| {c['model']} | {c['train']} | {c['ood']} | {fmt(c['pearson_d_vs_bpd'])} |" for c in corr]
     lines += ["", "Thesis: \"we do not find more interesting findings regarding the correction "
               "between distances to the boundary and log-likelihood\"."]
-  lines += chen_common.colour_note(r, runs) + availability.skipped_lines(skipped)
+  lines += chen_common.colour_note(r, by_id) + availability.skipped_lines(skipped)
   meta = {**availability.pairs_meta(r.settings_meta(), runnable, skipped, runs),
           "models_trained": info, "protocol": "halves: fit on one, accuracies on the other",
           "bn_train_batch": b, "data_sources": chen_common.data_sources(runs, by_id)}

@@ -180,12 +180,7 @@ def histograms(path: str, panels: Mapping[str, Mapping[str, np.ndarray]], *, xla
     ax.set_ylabel("density")
     ax.set_title(name, fontsize="medium")
     ax.legend(fontsize="x-small")
-  if title:
-    fig.suptitle(title)
-  fig.tight_layout()
-  FigureCanvasAgg(fig)
-  fig.savefig(path, format="png", dpi=100)
-  return path
+  return _save(fig, path, title)
 
 
 def scatter(path: str, panels: Mapping[str, Mapping[str, tuple]], *, xlabel, ylabel,
@@ -213,6 +208,11 @@ def scatter(path: str, panels: Mapping[str, Mapping[str, tuple]], *, xlabel, yla
     ax.set_ylabel(yl[j])
     ax.set_title(name, fontsize="medium")
     ax.legend(fontsize="x-small", markerscale=3)
+  return _save(fig, path, title)
+
+
+def _save(fig: Figure, path: str, title: Optional[str]) -> str:
+  """Title, tight layout, PNG at 100 dpi; returns ``path``."""
   if title:
     fig.suptitle(title)
   fig.tight_layout()
