@@ -15,7 +15,7 @@ its real part is used. ``gaussian_stats`` is pytorch-fid's ``np.mean(axis=0)`` /
 
 Features: float arrays ``N x D``, one row per image, finite, N >= 2. The usual FID features
 are the 2048-d pool features of pytorch-fid's FID Inception-v3. Its architecture is in
-``ood_jax.fid_inception``, but its weights are NOT bundled: ``load_feature_net(path)`` loads
+``ood_jax.models.fid_inception``, but its weights are NOT bundled: its ``load_feature_net(path)`` loads
 them from a user-supplied ``.npz`` (pytorch-fid's ``.pth`` converted with torch), and
 without that file FID needs user-supplied features. A value is only comparable with
 published FIDs when the features come from that network with those weights.
@@ -24,7 +24,6 @@ Units: squared feature units; 0 for identical statistics; lower = closer.
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import numpy as np
@@ -110,38 +109,3 @@ def fid(features_a, features_b, eps: float = 1e-6) -> float:
     raise InvalidInputError(f"fid: features_a have dimension {a.shape[1]}, features_b "
                             f"{b.shape[1]}.")
   return frechet_distance(*gaussian_stats(a), *gaussian_stats(b), eps=eps)
-
-
-def load_feature_net(path: str | None = None, batch_size: int = 50):
-  """The FID Inception-v3 feature network, loaded from a user-supplied weight file.
-
-  Published FIDs use pytorch-fid's / TTUR's Inception-v3 (``pt_inception-2015-12-05``)
-  pool3 features. ood-jax has that architecture (``ood_jax.fid_inception.FIDInceptionV3``)
-  but not its weights, and does not substitute another network under the FID name.
-
-  Args:
-    path: a ``.npz`` of pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` state_dict,
-      converted once with torch: ``np.savez(path, **{k: v.numpy() for k, v in
-      torch.load(pth, map_location='cpu').items()})``.
-    batch_size: images per forward.
-
-  Returns an ``ood_jax.fid_inception.FIDFeatureNet``: ``net(x_uint8) -> float32 N x 2048``
-  (uint8 ``N x H x W x 3``, grey repeated to RGB, resized to 299 as pytorch-fid). It is
-  pytorch-fid's FID Inception only when ``path`` holds those weights (the ``.npz`` carries
-  no checksum of the original); its numerical parity with pytorch-fid is not verified in
-  ood-jax (no torch, no weights here).
-
-  Raises ``InvalidInputError`` when ``path`` is None or no such file (the weights are not
-  bundled), when the file is not a readable ``.npz``, or when its keys / shapes do not match
-  pytorch-fid's state_dict (one message listing them).
-  """
-  if path is None or not os.path.isfile(os.fspath(path)):
-    raise InvalidInputError(
-        "ood_jax.fid.load_feature_net: the FID Inception-v3 weights are not bundled with "
-        f"ood-jax (asked for {path!r}, no such file); pass the path of pytorch-fid's "
-        "Inception weights converted to .npz: np.savez(path, **{k: v.numpy() for k, v in "
-        "torch.load('pt_inception-2015-12-05-6726825d.pth', map_location='cpu').items()}); "
-        "or compute the 2048-d pool features elsewhere and pass them to "
-        "ood_jax.fid.fid(features_a, features_b).")
-  from ood_jax import fid_inception  # pylint: disable=import-outside-toplevel
-  return fid_inception.FIDFeatureNet.load(path, batch_size=batch_size)

@@ -128,5 +128,3 @@ def test_errors_and_no_bundled_network():
   with pytest.raises(InvalidInputError, match="imaginary"):
     # sigma1 @ sigma2 with a negative eigenvalue (sigma2 not PSD): sqrtm is truly complex
     F.frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.diag([1.0, -4.0]))
-  with pytest.raises(InvalidInputError, match="not bundled"):
-    F.load_feature_net("inception.pth")

@@ -1,4 +1,4 @@
-"""The Flax FID Inception-v3 (``ood_jax.fid_inception``) and ``ood_jax.fid.load_feature_net``.
+"""The Flax FID Inception-v3 (``ood_jax.models.fid_inception``) and its ``load_feature_net``.
 
 No parity check with pytorch-fid: neither torch nor pytorch-fid's weights
 (``pt_inception-2015-12-05-6726825d.pth``) are available here, so the numbers of a loaded
@@ -24,8 +24,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from ood_jax import fid
-from ood_jax import fid_inception as FI
+from ood_jax.models import fid_inception as FI
 from ood_jax.errors import InvalidInputError
 
 _TORCH_LEAF = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean",
@@ -114,7 +113,7 @@ def test_round_trip_torch_named_npz(net, tmp_path):
   assert a.keys() == b.keys()
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=str(k))
-  loaded = fid.load_feature_net(str(path))
+  loaded = FI.load_feature_net(str(path))
   assert isinstance(loaded, FI.FIDFeatureNet)
   np.testing.assert_array_equal(loaded(x), f)  # second forward; same compilation
 
@@ -149,10 +148,10 @@ def test_key_errors(net, tmp_path):
   pth = tmp_path / "pt_inception.pth"
   pth.write_bytes(b"\x80\x02not a zip")
   with pytest.raises(InvalidInputError, match="not a readable .npz"):
-    fid.load_feature_net(str(pth))
+    FI.load_feature_net(str(pth))
   for missing in (None, str(tmp_path / "absent.npz")):
     with pytest.raises(InvalidInputError, match=r"not bundled.*npz"):
-      fid.load_feature_net(missing)
+      FI.load_feature_net(missing)
 
 
 def _torch_bilinear_ref(x, out_h, out_w):

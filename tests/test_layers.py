@@ -1,5 +1,5 @@
 """The package layers import only downward: data -> models -> train -> scores -> experiments
-(``errors``, ``registry`` and ``metrics`` are leaves every layer may use)."""
+(``errors``, ``registry``, ``metrics`` and ``fid`` are leaves every layer may use)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pathlib
 import ood_jax
 
 ORDER = ["data", "models", "train", "scores", "experiments"]
-LEAVES = {"errors", "registry", "metrics"}
+LEAVES = {"errors", "registry", "metrics", "fid"}
 ROOT = pathlib.Path(ood_jax.__file__).parent
 
 

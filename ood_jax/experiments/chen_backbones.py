@@ -25,7 +25,7 @@ with the Gaussian decoder and the GAN-VAE) on the ID training split and reports:
   on FashionMNIST -> MNIST (Fig. 3.4); the GAN-VAE "ID > OoD" on CelebA -> SVHN (Fig. 3.6a).
   The thesis gives no numbers for these figures;
 * FID (3.3.2) of decoder-mean prior samples against the ID test images, only with
-  ``--fid-weights`` (pytorch-fid's Inception weights as .npz, ``ood_jax/fid_inception.py``);
+  ``--fid-weights`` (pytorch-fid's Inception weights as .npz, ``ood_jax/models/fid_inception.py``);
   without them the report says FID was not computed (no substitute network).
 
 Cost at ``cpu`` (2 cores, cold cache; the other Chen experiments then load the checkpoints):
@@ -70,8 +70,8 @@ def fid_net(r: Run):
   path = r.options.get("fid_weights")
   if not path:
     return None
-  from ood_jax import fid
-  return fid.load_feature_net(path)
+  from ood_jax.models import fid_inception
+  return fid_inception.load_feature_net(path)
 
 
 def fid_of(net, trained, sets, n: int, seed: int) -> float:

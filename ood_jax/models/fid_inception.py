@@ -418,3 +418,37 @@ class FIDFeatureNet:
 
   def __call__(self, x_uint8, batch_size: int | None = None) -> np.ndarray:
     return features(self.module, self.variables, x_uint8, batch_size or self.batch_size)
+
+
+def load_feature_net(path: str | None = None, batch_size: int = 50):
+  """The FID Inception-v3 feature network, loaded from a user-supplied weight file.
+
+  Published FIDs use pytorch-fid's / TTUR's Inception-v3 (``pt_inception-2015-12-05``)
+  pool3 features. ood-jax has that architecture (``FIDInceptionV3``)
+  but not its weights, and does not substitute another network under the FID name.
+
+  Args:
+    path: a ``.npz`` of pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` state_dict,
+      converted once with torch: ``np.savez(path, **{k: v.numpy() for k, v in
+      torch.load(pth, map_location='cpu').items()})``.
+    batch_size: images per forward.
+
+  Returns an ``FIDFeatureNet``: ``net(x_uint8) -> float32 N x 2048``
+  (uint8 ``N x H x W x 3``, grey repeated to RGB, resized to 299 as pytorch-fid). It is
+  pytorch-fid's FID Inception only when ``path`` holds those weights (the ``.npz`` carries
+  no checksum of the original); its numerical parity with pytorch-fid is not verified in
+  ood-jax (no torch, no weights here).
+
+  Raises ``InvalidInputError`` when ``path`` is None or no such file (the weights are not
+  bundled), when the file is not a readable ``.npz``, or when its keys / shapes do not match
+  pytorch-fid's state_dict (one message listing them).
+  """
+  if path is None or not os.path.isfile(os.fspath(path)):
+    raise InvalidInputError(
+        "ood_jax.models.fid_inception.load_feature_net: the FID Inception-v3 weights are not bundled with "
+        f"ood-jax (asked for {path!r}, no such file); pass the path of pytorch-fid's "
+        "Inception weights converted to .npz: np.savez(path, **{k: v.numpy() for k, v in "
+        "torch.load('pt_inception-2015-12-05-6726825d.pth', map_location='cpu').items()}); "
+        "or compute the 2048-d pool features elsewhere and pass them to "
+        "ood_jax.fid.fid(features_a, features_b).")
+  return FIDFeatureNet.load(path, batch_size=batch_size)
