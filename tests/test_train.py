@@ -61,7 +61,7 @@ def test_checkpoint_for_other_config_is_rejected(tmp_path):
   x = _data()
   ck = str(tmp_path / "ck")
   train(ToyBN(), x, CFG, ck, progress=False)
-  with pytest.raises(CheckpointError, match="different model or config"):
+  with pytest.raises(CheckpointError, match="different model, config"):
     train(ToyBN(width=16), x, CFG, ck, progress=False)
   with pytest.raises(CheckpointError, match="learning_rate"):
     train(ToyBN(), x, TrainConfig(**{**CFG.__dict__, "learning_rate": 0.5}), ck, progress=False)
@@ -114,15 +114,27 @@ def test_checkpoint_from_before_ood_streams_restores_as_plain_training(tmp_path)
   mngr.close()
 
 
-def test_corrupt_checkpoint_gives_clear_error(tmp_path):
-  x = _data()
-  ck = tmp_path / "ck"
-  train(ToyBN(), x, CFG, str(ck), progress=False)
-  for root, _, files in os.walk(ck / "7"):
+def _garble(step_dir):
+  for root, _, files in os.walk(step_dir):
     for f in files:
       with open(os.path.join(root, f), "wb") as fh:
         fh.write(b"garbage")
-  with pytest.raises(CheckpointError, match="corrupt"):
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_an_intact_step(tmp_path):
+  x = _data()
+  ck = tmp_path / "ck"
+  full = train(ToyBN(), x, CFG, str(ck), progress=False)
+  assert sorted(int(d) for d in os.listdir(ck) if d.isdigit()) == [6, 7]
+  _garble(ck / "7")
+  with pytest.warns(UserWarning, match=r"checkpoint .*7 is corrupt.*intact step 6"):
+    again = train(ToyBN(), x, CFG, str(ck), progress=False)
+  assert again.resumed_from == 6 and again.step == 7
+  assert (ck / "corrupt-7").is_dir()                  # set aside, not deleted
+  _leaves_equal(full.variables, again.variables)      # the lost step is repeated exactly
+  _garble(ck / "6")
+  _garble(ck / "7")
+  with pytest.raises(CheckpointError, match="corrupt.*No intact step"):
     train(ToyBN(), x, CFG, str(ck), progress=False)
 
 

@@ -245,6 +245,47 @@ def _id_channels(id_name: str, data_dir: str | None, seed: int) -> int:
     return int(data.load(id_name, "test", data_dir=data_dir, n=1, seed=seed).x.shape[-1])
 
 
+def _unique_names(names, flag: str) -> None:
+  """One error for a name given twice (``--models vae,vae``), before any work."""
+  twice = sorted({n for n in names if list(names).count(n) > 1})
+  if twice:
+    raise InvalidInputError(f"{flag}: {', '.join(twice)} given more than once.")
+
+
+def _check_numbers(args) -> None:
+  """Range checks of the numeric common flags (argparse checks only that they are ints)."""
+  checks = (("seed", 0, "a seed must be a non-negative integer below 2**32"),
+            ("n_eval", 1, "at least one image per set"),
+            ("train_steps", 1, "at least one training step (0 would score an untrained model)"),
+            ("k", 1, "at least one importance sample"))
+  for dest, low, why in checks:
+    v = getattr(args, dest, None)
+    if v is not None and (int(v) < low or (dest == "seed" and int(v) >= 2 ** 32)):
+      raise InvalidInputError(f"--{dest.replace('_', '-')} {v}: {why}.")
+
+
+def check_writable_dir(path: str, flag: str) -> None:
+  """Raises ``InvalidInputError`` unless ``path`` is (or can be created as) a directory this
+  process can write in: an existing file, a path under a file, or an unwritable or
+  read-only location fails now, with one line, instead of after the training. Creates
+  nothing (a probe file in the nearest existing directory is removed at once)."""
+  import tempfile  # noqa: PLC0415
+  path = os.path.abspath(path)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise InvalidInputError(f"{flag} {path}: exists and is not a directory.")
+  parent = path
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise InvalidInputError(f"{flag} {path}: {parent} is a file, not a directory.")
+  try:
+    fd, probe = tempfile.mkstemp(prefix=".ood-jax-write-check-", dir=parent)
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise InvalidInputError(f"{flag} {path}: cannot write in {parent} ({e.strerror or e}).") from None
+
+
 def make_run(experiment: str, args, *, options: Mapping[str, Any] | None = None,
              argv=(), model_presets: Mapping[str, str] | None = None) -> Run:
   """The checked ``Run`` of parsed flags ``args`` (an ``argparse.Namespace`` with the common
@@ -252,10 +293,14 @@ def make_run(experiment: str, args, *, options: Mapping[str, Any] | None = None,
   preset used when ``--model-preset`` is not given (else the experiment preset's own);
   raises ``UnknownNameError`` / ``InvalidInputError``."""
   preset = configs.get_preset(args.preset)
+  _check_numbers(args)
   models = split_list(getattr(args, "models", ""))
+  _unique_names(models, "--models")
+  _unique_names(split_list(getattr(args, "ood", "")), "--ood")
   scores = settings.split_top_level(getattr(args, "scores", "") or "")
   for m in models:
     model_registry.check_name(m)
+  _unique_names(scores, "--scores")
   score_names = list(dict.fromkeys(settings.parse_entry(s)[0] for s in scores))
   for s in score_names:
     scorer_class(s)
@@ -288,6 +333,10 @@ def make_run(experiment: str, args, *, options: Mapping[str, Any] | None = None,
     ckpt_root = args.ckpt_dir
   else:
     ckpt_root = os.path.join(args.out, "checkpoints") if args.out else os.path.join("runs", "checkpoints")
+  if args.data_dir and not os.path.isdir(args.data_dir):
+    raise InvalidInputError(f"--data-dir {args.data_dir}: no such directory.")
+  check_writable_dir(out, "--out")
+  check_writable_dir(ckpt_root, "--ckpt-dir" if args.ckpt_dir else "the checkpoint directory")
   run = Run(experiment=experiment, preset=preset.name, id=args.id,
             oods=tuple(split_list(getattr(args, "ood", ""))), models=tuple(models),
             scores=tuple(scores), model_preset=model_preset, model_args=model_args,

@@ -57,6 +57,18 @@ class Scorer(abc.ABC):
   progress: bool = False
   chunk_size: int = 256
 
+  def __post_init__(self):
+    """Range checks every scorer shares (subclasses call this first from their own):
+    ``seed`` >= 0; ``chunk_size`` and, where a scorer has them, ``k`` and ``max_latents``
+    >= 1 (``k = 0`` would average over no importance samples)."""
+    for field, low in (("seed", 0), ("chunk_size", 1), ("k", 1), ("max_latents", 1)):
+      v = getattr(self, field, None)
+      if v is None:
+        continue
+      if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+        raise InvalidInputError(f"{self.name or type(self).__name__}: {field} must be an "
+                                f"integer >= {low}, got {v!r}.")
+
   def images_per_chunk(self) -> int:
     """Images per compiled call: ``chunk_size``, bounded so that images x ``k`` importance
     samples stay within ``max_latents`` for scorers that have those fields (the VAE's

@@ -68,6 +68,7 @@ class BNMixed(Scorer):
   max_latents: int = 2560
 
   def __post_init__(self):
+    super().__post_init__()
     for r in (self.r1, self.r2):
       check_mixing(self.b, r, self.K, self.name)
     if self.statistic not in STATISTICS:

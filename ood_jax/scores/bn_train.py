@@ -52,6 +52,7 @@ class BNTrainBPD(Scorer):
   parts: str = "all"
 
   def __post_init__(self):
+    super().__post_init__()
     check_mixing(self.b, 1.0, self.K, self.name)
     train_mode.train_arg(self.parts)
 

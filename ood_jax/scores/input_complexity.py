@@ -131,6 +131,7 @@ class InputComplexity(Scorer):
   workers: int = 2
 
   def __post_init__(self):
+    super().__post_init__()
     if self.codec not in CODECS:
       raise InvalidInputError(f"input_complexity: codec must be one of {CODECS}, got {self.codec!r}.")
 

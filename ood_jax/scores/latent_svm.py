@@ -361,6 +361,7 @@ class LatentSVM(Scorer):
   data_dir: str | None = None
 
   def __post_init__(self):
+    super().__post_init__()
     # Settings are checked when the scorer is built (before any training in an experiment);
     # ``aux`` only in ``fit``, so that the default-constructed scorer exists for listings.
     if self.solver not in SOLVERS:

@@ -241,6 +241,7 @@ class LikelihoodRegret(Scorer):
   max_latents: int = 2560
 
   def __post_init__(self):
+    super().__post_init__()
     if self.k < 1 or self.steps < 0 or self.chunk_size < 1:
       raise InvalidInputError(
           f"likelihood_regret: need k >= 1, steps >= 0 and chunk_size >= 1, got k={self.k},"

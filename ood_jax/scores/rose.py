@@ -205,6 +205,7 @@ class Rose(Scorer):
   fast_path: bool = True
 
   def __post_init__(self):
+    super().__post_init__()
     if self.fisher not in FISHERS:
       raise InvalidInputError(f"rose: fisher must be one of {FISHERS}, got {self.fisher!r}.")
     if self.aggregation not in AGGREGATIONS:

@@ -102,6 +102,7 @@ class WAIC(Scorer):
   max_latents: int = 2560
 
   def __post_init__(self):
+    super().__post_init__()
     if self.statistic not in STATISTICS:
       raise InvalidInputError(f"{self.name}: statistic must be one of {tuple(STATISTICS)}, got "
                               f"{self.statistic!r}.")

@@ -389,11 +389,13 @@ def _check_update(update, ood, objective) -> None:
 
 def _meta(model: nn.Module, config: TrainConfig, n_train: int, total: int,
           ood_meta: dict | None = None, objective_meta: dict | None = None,
-          update_meta: dict | None = None) -> dict:
+          update_meta: dict | None = None, data_sha256: str | None = None) -> dict:
   cfg = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_WEIGHT_FIELDS}
-  # "update": None (the default step) is also what checkpoints from before the key read as.
+  # "update": None (the default step) is also what checkpoints from before the key read as;
+  # "data" (the training data's sha256) is compared only where the checkpoint has it.
   return {"model": repr(model), "config": cfg, "n_train": int(n_train), "total_steps": int(total),
-          "ood": ood_meta, "objective": objective_meta, "update": update_meta}
+          "ood": ood_meta, "objective": objective_meta, "update": update_meta,
+          "data": data_sha256}
 
 
 def _diverged(bad_step: int, last_saved: int | None, ckpt_dir: str | None) -> TrainingDivergedError:
@@ -445,18 +447,23 @@ def train(model: nn.Module, data, config: TrainConfig, ckpt_dir: str | None = No
     batches.steps_per_epoch(batches.num_examples(ood), config.batch_size, what="OOD set")
   total = config.total_steps(spe)
   first = batches.take(data, np.arange(config.batch_size))
+  initial = dict(init_variables(model, first, config.seed))
+  if not jax.tree_util.tree_leaves(initial.get("params", {})):
+    # A parameter-free model (e.g. 'uniform') has nothing to train: no steps, no checkpoint.
+    return TrainResult(variables=initial, step=0, resumed_from=None, history=[],
+                       seconds=time.perf_counter() - t0)
   if update is None:
     tx = make_optimizer(config, spe)
-    state = create(init_variables(model, first, config.seed), tx)
+    state = create(initial, tx)
   else:
-    variables = dict(init_variables(model, first, config.seed))
+    variables = initial
     params = variables.pop("params")
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
                        opt_state=update.init(params, config, spe),
                        bad_step=jnp.full((), -1, jnp.int32))
   meta = _meta(model, config, batches.num_examples(data), total,
                None if ood is None else fingerprint(ood), describe_objective(objective),
-               describe_update(update))
+               describe_update(update), fingerprint(data)["sha256"] if ckpt_dir else None)
 
   mngr, start, resumed = None, 0, None
   if ckpt_dir is not None:
