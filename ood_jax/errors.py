@@ -26,3 +26,11 @@ class CheckpointError(OODJaxError):
 
 class TrainingDivergedError(OODJaxError, FloatingPointError):
   """The loss became NaN/inf; the last good checkpoint is kept."""
+
+
+class NonFiniteScoresError(InvalidInputError):
+  """A scorer produced NaN/inf scores; ``all_bad``: every score of the set (broken weights)."""
+
+  def __init__(self, message: str, all_bad: bool = False):
+    super().__init__(message)
+    self.all_bad = all_bad

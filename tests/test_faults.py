@@ -130,3 +130,61 @@ def test_unwritable_outputs_fail_before_work(tmp_path):
   finally:
     os.chmod(ro, 0o755)
   assert sorted(os.listdir(tmp_path)) == ["a_file", "ro"] and not os.listdir(ro)
+
+
+def test_all_nonfinite_scores_blame_the_weights_and_name_the_checkpoint(tmp_path):
+  from ood_jax.errors import NonFiniteScoresError
+  from ood_jax.experiments import pipeline
+  from ood_jax.data import ImageSet
+  r = train(ToyBN(), _data(), CFG, str(tmp_path / "ck"), progress=False)
+  broken = jax.tree.map(lambda a: np.full_like(np.asarray(a), np.nan), r.variables)
+  trained = pipeline.Trained(name="toy", model=ToyBN(), ckpt_dir=str(tmp_path / "ck"),
+                             result=dataclasses.replace(r, variables=broken), config=CFG)
+  sets = pipeline.Sets(hwc=(4, 4, 1), train=ImageSet("toy", "train", _data(), "t"),
+                       test=ImageSet("toy", "test", _data(1, 8), "t"), ood={})
+
+  class _Run:
+    scores = ("nll",)
+
+    def scorer(self, name, *a, **k):
+      return get_scorer(name, k=1)
+
+  with pytest.raises(NonFiniteScoresError, match=r"8 of 8 .*weights are broken.*checkpoint "
+                                                 rf".*{tmp_path.name}.*ck"):
+    pipeline.score_all(_Run(), trained, sets)
+  ok = pipeline.score_all(_Run(), dataclasses.replace(trained, result=r), sets)
+  assert np.all(np.isfinite(ok["nll"]["__id__"]))
+
+
+def test_synthetic_ood_sets_are_capped_at_the_id_test_size(tmp_path):
+  from ood_jax.experiments import pipeline
+  x = np.random.default_rng(0).integers(0, 256, (30, 28, 28, 1), dtype=np.uint8)
+  for split in ("train", "test"):
+    np.savez(tmp_path / f"tiny_{split}.npz", x=x[:20] if split == "train" else x[20:])
+  sets = pipeline.load_sets("tiny", ["noise", "constant:0"], ["vae"], data_dir=str(tmp_path),
+                            n_train=None, n_eval=None, seed=0)
+  assert len(sets.test.x) == 10
+  assert {n: len(s.x) for n, s in sets.ood.items()} == {"noise": 10, "constant:0": 10}
+  sets = pipeline.load_sets("tiny", ["noise"], ["vae"], data_dir=str(tmp_path), n_train=None,
+                            n_eval=500, seed=0)
+  assert len(sets.ood["noise"].x) == 10
+
+
+@pytest.mark.parametrize("fault,code,line", [
+    (KeyboardInterrupt(), 130, "interrupted: rerun the same command to resume"),
+    (OSError(28, "No space left on device"), 1, "No space left on device.*rerun the same command"),
+])
+def test_interrupt_and_full_disk_give_one_resume_line(fault, code, line, tmp_path, capsys):
+  import re
+  from ood_jax.experiments import table2
+  ck = tmp_path / "out" / "checkpoints" / "fashion_mnist_vae"
+  (ck / "12").mkdir(parents=True)
+
+  def boom(run):
+    raise fault
+
+  exp = dataclasses.replace(table2.EXPERIMENT, run_fn=boom)
+  assert exp.main(["--preset", "smoke", "--no-progress", "--out", str(tmp_path / "out")]) == code
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and re.search(line, err[0]), err
+  assert "from step 12 of" in err[0] and not (tmp_path / "out" / "report.md").exists()

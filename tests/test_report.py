@@ -152,20 +152,48 @@ def test_one_writer_for_every_experiment_result(tmp_path):
     report.write(out, "x", report.Result(title="t", meta={}, results=[], json_files={"meta.json": 1}))
 
 
-def test_a_failed_rewrite_keeps_no_stale_report(tmp_path, monkeypatch):
-  """A rewrite that dies while moving files in never leaves the old report.md beside new
-  files: report.md is removed first and moved in last."""
+def _swap_dirs(tmp_path):
+  return [n for n in os.listdir(tmp_path) if report.SWAP_TAG in n]
+
+
+def test_rewrite_swaps_the_whole_report_in_at_once(tmp_path, monkeypatch):
+  """Killed right after the one atomic exchange (before the kept entries are moved back):
+  out holds the complete new report (report.md and results.json of the same run, nothing of
+  the old one), and ``recover`` (run before every run) gives the checkpoints back."""
   out = tmp_path / "run"
   report.write_report(out, **_inputs())
-  real = os.replace
-  def dying(src, dst):
-    if dst.endswith("meta.json"):
-      raise OSError("disk full")
-    return real(src, dst)
-  monkeypatch.setattr(report.os, "replace", dying)
-  with pytest.raises(OSError):
-    report.write_report(out, **_inputs())
-  assert not (out / "report.md").exists()
+  (out / "checkpoints").mkdir()
+  (out / "checkpoints" / "w").write_text("weights")
+  old_results = (out / "results.json").read_text()
+  kw2 = dict(_inputs(), title="second run")
+
+  def killed(*a):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(report, "_restore_kept", killed)
+  with pytest.raises(KeyboardInterrupt):
+    report.write_report(out, **kw2)
+  assert "# second run" in (out / "report.md").read_text()
+  assert sorted(os.listdir(out)) == sorted(json.loads((out / report.MANIFEST).read_text())
+                                           + [report.MANIFEST])
+  assert len(_swap_dirs(tmp_path)) == 1                 # the previous contents, set aside
+  monkeypatch.undo()
+  report.recover(out)
+  assert (out / "checkpoints" / "w").read_text() == "weights" and not _swap_dirs(tmp_path)
+  assert (out / "results.json").read_text() == old_results   # same rows, new title
+  assert "# second run" in (out / "report.md").read_text()
+
+
+def test_killed_build_is_discarded_and_fallback_moves_files(tmp_path, monkeypatch):
+  out = tmp_path / "run"
+  report.write_report(out, **_inputs())
+  (out / "checkpoints").mkdir()
+  os.makedirs(tmp_path / f".run{report.SWAP_TAG}killed")          # a build killed mid-way
+  open(tmp_path / f".run{report.SWAP_TAG}killed" / report.BUILDING, "w").close()
+  monkeypatch.setattr(report, "_exchange", lambda a, b: False)   # no renameat2 here
+  report.write_report(out, **dict(_inputs(), title="again"))
+  assert "# again" in (out / "report.md").read_text() and (out / "checkpoints").is_dir()
+  assert not _swap_dirs(tmp_path)
 
 
 def test_rewrite_removes_the_previous_reports_own_files_only(tmp_path):
@@ -182,3 +210,21 @@ def test_rewrite_removes_the_previous_reports_own_files_only(tmp_path):
   names = set(os.listdir(out))
   assert "hist_vae_nll.png" not in names and "hist_vae_nll2.png" in names
   assert {"checkpoints", "notes.txt"} <= names and ".tmp-report-killed" not in names
+
+
+def test_run_section_is_a_table_of_models_with_the_rest_in_meta_json(tmp_path):
+  meta = {"preset": "smoke", "seed": 0, "train_config": {"lr": 1e-3},
+          "models": {"vae": {"parameters": 1234567, "train_steps": 40,
+                             "train_seconds_this_run": 12.5, "score_seconds": 3.25,
+                             "final_train_loss_nats": 1812.4,
+                             "bits_per_dim_mean": {"id_test": 3.1, "mnist": 2.4}},
+                     "glow": {"train_steps": 8}}}
+  report.write_report(tmp_path, **dict(_inputs(), meta=meta))
+  md = (tmp_path / "report.md").read_text()
+  run = md.split("## Run")[1].split("## AUROC")[0]
+  assert ("| model | parameters | training steps | train s | score s | final loss (nats) | "
+          "bits/dim id_test | bits/dim mnist |") in run
+  assert "| vae | 1,234,567 | 40 | 12.5 | 3.25 | 1812 | 3.1 | 2.4 |" in run
+  assert "| glow | – | 8 | – | – | – | – | – |" in run
+  assert "- **preset**: `smoke`" in run and "lr" not in run
+  assert "train_config" in run and "[meta.json](meta.json)" in run

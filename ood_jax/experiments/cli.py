@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
 import platform
 import sys
@@ -24,7 +25,7 @@ from typing import Any, Callable, Sequence
 import jax
 
 from ood_jax.errors import OODJaxError
-from ood_jax.experiments import configs, report
+from ood_jax.experiments import configs, report, score_file
 from ood_jax.experiments.run import Run, make_run
 
 DEFAULT_ID = "fashion_mnist"
@@ -50,16 +51,18 @@ def option(flag: str, **kwargs) -> Option:
 def common_flags(defaults: dict[str, Any]) -> list[Option]:
   """The common flags, with an experiment's ``defaults`` (keys: dests)."""
   d = {"id": DEFAULT_ID, "ood": DEFAULT_OOD, "models": "vae", "scores": "nll", **defaults}
+  known = known_names()
   return [
       option("--preset", default=d.get("preset", "cpu"),
              help=f"experiment preset: {', '.join(configs.PRESETS)} (default cpu)"),
-      option("--id", default=d["id"], help=f"in-distribution dataset (default {d['id']})"),
+      option("--id", default=d["id"], help=f"in-distribution dataset (default {d['id']}; known: {known['datasets']})"),
       option("--ood", default=d["ood"],
              help="comma-separated OOD sets; a transform name (rotation, brightness:0.5) means "
-                  f"the ID test set transformed (default {d['ood']})"),
-      option("--models", default=d["models"], help=f"comma-separated models (default {d['models']})"),
+                  f"the ID test set transformed (default {d['ood']}; datasets as --id, synthetic: "
+                  f"{known['synthetic']}; transforms: {known['transforms']})"),
+      option("--models", default=d["models"], help=f"comma-separated models (default {d['models']}; known: {known['models']})"),
       option("--model", dest="models", default=argparse.SUPPRESS, help=argparse.SUPPRESS),  # old spelling
-      option("--scores", default=d["scores"], help=f"comma-separated scores (default {d['scores']})"),
+      option("--scores", default=d["scores"], help=f"comma-separated scores (default {d['scores']}; known: {known['scores']})"),
       option("--model-preset", default=None,
              help="model preset (e.g. kirichenko; default: the experiment preset's)"),
       option("--model-args", default=None,
@@ -76,12 +79,32 @@ def common_flags(defaults: dict[str, Any]) -> list[Option]:
       option("--ckpt-dir", default=None,
              help="trained-model cache (default runs/checkpoints, shared by every experiment;"
                   " <out>/checkpoints when --out is given)"),
+      option("--weights", action="append", default=None, metavar="MODEL=PATH[,PATH]",
+             help="score given weights instead of training MODEL: the authors' encoder/decoder "
+                  ".pth pair (Likelihood Regret / ROSE VAE, read without PyTorch) or one .npz "
+                  "in netE/ netG/ layout; repeat for several models"),
+      option("--download", action="store_true",
+             help="let TFDS download and prepare a dataset that is not found locally "
+                  "(into $TFDS_DATA_DIR; needs internet)"),
       option("--seed", type=int, default=0),
       option("--n-eval", type=int, default=None, help="override the preset's images per set"),
       option("--train-steps", type=int, default=None, help="override the preset's training length"),
       option("--k", type=int, default=None, help="override the preset's importance samples"),
       option("--no-progress", action="store_true", help="no progress bars"),
   ]
+
+
+def known_names() -> dict[str, str]:
+  """Comma-joined names ``--help`` lists: datasets, synthetic sets, transforms, models, scores."""
+  from ood_jax import scores
+  from ood_jax.data import registry as data_registry, synthetic, transforms
+  from ood_jax.models import registry as model_registry
+  return {"datasets": ", ".join(data_registry.DATASETS),
+          "synthetic": ", ".join(f"{n}, {n}:<v>" if n == "constant" else n
+                                 for n in synthetic.SYNTHETIC),
+          "transforms": ", ".join(transforms.TRANSFORMS),
+          "models": ", ".join(model_registry.known_models()),
+          "scores": ", ".join(scores.known_scores())}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,10 +155,13 @@ class Experiment:
     t0 = time.perf_counter()
     result = self.run_fn(run)
     result.meta = {**result.meta, **environment_meta(t0)}
+    if not result.arrays and result.samples:
+      result.arrays = samples_arrays(run.id, result.samples)
     return report.write(run.out, run.command, result)
 
   def main(self, argv: Sequence[str] | None = None) -> int:
     """Parse, check, run, write; 0 on success, 2 with one ``error: ...`` line for bad input."""
+    run = None
     try:
       run = self.make_run(argv)
       files = self.execute(run)
@@ -144,10 +170,64 @@ class Experiment:
     except OODJaxError as e:
       print(f"error: {e}", file=sys.stderr)
       return 2
+    except KeyboardInterrupt:
+      print(f"interrupted: {resume_hint(run)}", file=sys.stderr)
+      return 130
+    except OSError as e:
+      if e.errno not in _DISK_ERRNOS:
+        raise
+      print(f"error: {os.strerror(e.errno)} ({e.filename or 'writing'}): nothing half-written "
+            f"is kept. {resume_hint(run)}", file=sys.stderr)
+      return 1
     with open(files["report.md"]) as f:
       print(f.read())
     print(f"wrote {run.out}")
     return 0
+
+
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
+
+
+def latest_checkpoint(root: str) -> tuple[str, int] | None:
+  """``(model directory, step)`` of the most recently written checkpoint step under ``root``."""
+  best = None
+  try:
+    models = [os.path.join(root, d) for d in os.listdir(root)]
+  except OSError:
+    return None
+  for d in models:
+    try:
+      steps = [int(n) for n in os.listdir(d) if n.isdigit()]
+    except OSError:
+      continue
+    for step in steps:
+      t = os.path.getmtime(os.path.join(d, str(step)))
+      if best is None or t > best[0]:
+        best = (t, d, step)
+  return None if best is None else (best[1], best[2])
+
+
+def resume_hint(run: Run | None) -> str:
+  """One line: rerun the same command to resume, and from which checkpoint step."""
+  if run is None:
+    return "nothing was started; rerun the same command."
+  last = latest_checkpoint(run.ckpt_root)
+  where = (f"training resumes from step {last[1]} of {last[0]}" if last else
+           f"no checkpoint was written yet under {run.ckpt_root}")
+  return f"rerun the same command to resume ({where}; finished models are reused)."
+
+
+def samples_arrays(id_name: str, samples: dict) -> dict:
+  """``scores.npz`` contents from a result's plotted per-image values (for experiments that do
+  not give their raw scores: ``nll`` is then in bits/dim, a fixed multiple of nats, which
+  changes no ranking or z-score); '/' in a name becomes '_'."""
+  clean = lambda t: str(t).replace("/", "_")
+  scores = {}
+  for (model, score), sample in samples.items():
+    scores[(clean(model), clean(score), score_file.ID_SET)] = sample["id"]
+    for name, v in sample["ood"].items():
+      scores[(clean(model), clean(score), clean(name))] = v
+  return score_file.to_arrays(id_name, scores, {})
 
 
 class _ParserExit(Exception):

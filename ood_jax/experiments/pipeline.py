@@ -7,14 +7,19 @@ fails at once and leaves nothing in the output directory.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import os
 import time
 
+import jax
 import numpy as np
 
 from ood_jax import data, metrics
-from ood_jax.data import ImageSet
-from ood_jax.errors import InvalidInputError
+from ood_jax.data import ImageSet, synthetic
+from ood_jax.data.registry import canonical_name
+from ood_jax.errors import InvalidInputError, NonFiniteScoresError
+from ood_jax.experiments import score_file
 from ood_jax.experiments.run import split_list  # noqa: F401  (re-exported)
 from ood_jax.models import registry as model_registry
 from ood_jax.train import TrainConfig, TrainResult, train, update_for
@@ -27,6 +32,11 @@ def ood_spec(name: str, id_name: str) -> str:
 
 
 OVERALL = "overall"
+
+
+def _is_synthetic(spec: str) -> bool:
+  """Whether ``spec``'s base set is generated (``noise``, ``constant``, ``constant:<v>``)."""
+  return synthetic.is_synthetic(canonical_name(data.parse_spec(spec)[0]))
 
 
 def overall_set(ood: dict[str, ImageSet], seed: int) -> ImageSet:
@@ -67,8 +77,10 @@ def load_sets(id_name: str, ood_names: list[str], model_names: list[str], *, dat
   for name in ood_names:
     if name == OVERALL:
       continue
-    s = data.load(ood_spec(name, id_name), "test", data_dir=data_dir, n=n_eval, seed=seed + 2,
-                  like=like)
+    spec = ood_spec(name, id_name)
+    # a synthetic set is never larger than the ID test set (not the generator's 10000 default)
+    n = min(n_eval or len(test_set.x), len(test_set.x)) if _is_synthetic(spec) else n_eval
+    s = data.load(spec, "test", data_dir=data_dir, n=n, seed=seed + 2, like=like)
     ood[name] = dataclasses.replace(s, x=data.conform(s.x, hwc))
   if OVERALL in ood_names:
     ood = {n: (overall_set(ood, seed + 3) if n == OVERALL else ood[n]) for n in ood_names}
@@ -132,7 +144,8 @@ class Trained:
 
   def meta(self) -> dict:
     r = self.result
-    return {"train_steps": r.step, "resumed_from": r.resumed_from,
+    n_params = sum(int(np.size(a)) for a in jax.tree.leaves(r.variables.get("params", {})))
+    return {"parameters": n_params, "train_steps": r.step, "resumed_from": r.resumed_from,
             "train_seconds_this_run": round(r.seconds, 1), "checkpoint": self.ckpt_dir,
             "final_train_loss_nats": r.history[-1]["loss"] if r.history else None}
 
@@ -147,6 +160,8 @@ def train_or_load(run, name: str, sets: Sets, overrides: dict | None = None,
   directory's hash already tells variants apart); ``config`` replaces the run's config.
   A model whose ``ModelSpec.trainer`` is an update rule (``gan_vae``: Soft-IntroVAE) trains
   with it (``ood_jax.train.update_for``)."""
+  if name in getattr(run, "weights", {}) and not overrides:
+    return given_weights(run, name, sets)
   model = run.make_model(name, sets.hwc, **(overrides or {}))
   config = config or run.train_configs[name]
   ckpt = run.checkpoint_dir(name, model, sets.train, config, label=label)
@@ -154,6 +169,36 @@ def train_or_load(run, name: str, sets: Sets, overrides: dict | None = None,
   result = train(model, sets.train.x, config, ckpt, progress=run.progress,
                  desc=f"train {what} on {sets.train.name}", update=update_for(name))
   return Trained(name=name, model=model, result=result, config=config, ckpt_dir=ckpt)
+
+
+def load_given_weights(paths) -> tuple[object, dict]:
+  """``(model, variables)`` of ``--weights`` paths: an encoder/decoder ``.pth`` pair (the
+  authors' torch checkpoints, read without PyTorch) or one ``.npz`` in netE/ netG/ layout."""
+  from ood_jax.models import torch_pth, torch_weights
+  if len(paths) == 1:
+    return torch_weights.load_reference_vae(paths[0])
+  return torch_pth.load_torch_checkpoint(*paths)
+
+
+def given_weights(run, name: str, sets: Sets) -> Trained:
+  """A model scored with ``--weights`` instead of trained: no training, step 0; scorers that
+  train models of their own cache them under a directory named by the weights' sha256."""
+  paths = run.weights[name]
+  with Timer() as t:
+    model, variables = load_given_weights(paths)
+  shape = tuple(model.image_shape)
+  if shape != tuple(sets.hwc):
+    raise InvalidInputError(f"--weights {name}: the weights are for {shape} images, the sets "
+                            f"are conformed to {tuple(sets.hwc)}; use a matching --id.")
+  digest = hashlib.sha256()
+  for p in paths:
+    with open(p, "rb") as f:
+      digest.update(hashlib.sha256(f.read()).digest())
+  result = TrainResult(variables=variables, step=0, resumed_from=None, history=[],
+                       seconds=t.seconds)
+  ckpt = os.path.join(run.ckpt_root, f"given_{name}-{digest.hexdigest()[:12]}")
+  return Trained(name=name, model=model, result=result, config=run.train_configs[name],
+                 ckpt_dir=ckpt)
 
 
 def score_all(run, trained: Trained, sets: Sets, scores=None, base=None,
@@ -165,11 +210,29 @@ def score_all(run, trained: Trained, sets: Sets, scores=None, base=None,
   for name in (run.scores if scores is None else scores):
     scorer = run.scorer(name, trained.name, trained.scores_ckpt_dir, base=base, **settings_over)
     state = scorer.fit(trained.model, trained.variables, sets.train.x)
-    vals = {"__id__": scorer.score(state, sets.test.x)}
-    for ood_name, s in sets.ood.items():
-      vals[ood_name] = scorer.score(state, s.x)
+    vals = {}
+    for set_name, s in [("__id__", sets.test), *sets.ood.items()]:
+      try:
+        vals[set_name] = scorer.score(state, s.x)
+      except NonFiniteScoresError as e:
+        if not e.all_bad:
+          raise
+        raise NonFiniteScoresError(
+            f"{e} Model {trained.name!r} (checkpoint {trained.ckpt_dir}), set "
+            f"{s.name!r}: delete that checkpoint to retrain, or check its training log.",
+            all_bad=True) from None
     out[name] = vals
   return out
+
+
+def score_arrays(id_name: str, vals_by_model: dict[str, dict], sets: Sets) -> dict:
+  """``scores.npz`` contents: every model's raw ``score_all`` output and the image indices of
+  each set's seeded subset (``ImageSet.indices``)."""
+  scores = {(m, score, set_name): v for m, vals in vals_by_model.items()
+            for score, by_set in vals.items() for set_name, v in by_set.items()}
+  indices = {score_file.ID_SET: getattr(sets.test, "indices", None),
+             **{n: getattr(s, "indices", None) for n, s in sets.ood.items()}}
+  return score_file.to_arrays(id_name, scores, indices)
 
 
 def samples_for(id_name: str, model_name: str, vals: dict, hwc=None) -> dict:

@@ -10,15 +10,17 @@
 * ``hist_<model>_<score>.png``: density-normalised histograms of the ID test set and
   every OOD set on shared bins.
 * ``roc_<model>_<score>.png``: one ROC curve per OOD set (OOD positive), AUROC in legend.
+* ``scores.npz``: every per-image score and the image indices of each set (when given).
 
 Writing is all-or-nothing and rendered before anything is replaced: every file is first
-written into a temporary directory inside ``out_dir`` and only moved into place once all of
-them rendered: the old ``report.md`` is removed first, the new files are moved in with
-``report.md`` last, then files of the previous report that this one does not have (figures
-of scores no longer run) are removed; ``.report-files.json`` lists the report's files. So
-**a ``report.md`` in ``out_dir`` means a complete report**, with only its own files beside it
-(a run killed mid-way leaves no ``report.md``). Any error while validating or rendering
-leaves ``out_dir`` as it was; leftover temporary directories of killed runs are removed.
+written into a fresh sibling directory ``.<out>.report-swap-*``, which then takes the place
+of ``out_dir`` in one atomic exchange (Linux ``renameat2``; elsewhere file by file with
+``report.md`` last); entries of ``out_dir`` that are not report files (``checkpoints``, a
+user's files) are then moved back, and the previous report is deleted. So a reader never sees
+a new ``results.json`` beside an old ``report.md``; ``.report-files.json`` lists the report's
+files. Any error while validating or rendering leaves ``out_dir`` as it was; ``recover``
+(run before every write and every run) cleans up after a write killed part-way.
+``scores.npz`` (``Result.arrays``) holds the per-image scores behind every table.
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects (Agg canvas, no pyplot), so no
 global backend is switched and no figure outlives its function.
@@ -26,7 +28,9 @@ global backend is switched and no figure outlives its function.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -184,14 +188,60 @@ def _tables(rows: list[dict], first: tuple[str, str], second: tuple[str, str]) -
   return lines
 
 
+_RUN_COLUMNS = (("parameters", "parameters"), ("train_steps", "training steps"),
+                ("train_seconds_this_run", "train s"), ("score_seconds", "score s"),
+                ("final_train_loss_nats", "final loss (nats)"))
+_SHORT = 80
+
+
+def _fmt(v) -> str:
+  if isinstance(v, bool) or v is None:
+    return str(v)
+  if isinstance(v, int):
+    return f"{v:,}"
+  if isinstance(v, float):
+    return f"{v:.4g}"
+  return str(v)
+
+
+def _models_table(models: dict) -> list[str]:
+  """One row per model: size, training, timing, final loss, mean bits/dim of each set."""
+  sets = _unique(n for info in models.values() if isinstance(info, dict)
+                 for n in (info.get("bits_per_dim_mean") or {}))
+  head = ["model", *(h for _, h in _RUN_COLUMNS), *(f"bits/dim {n}" for n in sets)]
+  lines = ["| " + " | ".join(_cell(h) for h in head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+  for name, info in models.items():
+    info = info if isinstance(info, dict) else {}
+    bpd = info.get("bits_per_dim_mean") or {}
+    cells = [_fmt(info[k]) if info.get(k) is not None else "–" for k, _ in _RUN_COLUMNS]
+    cells += [_fmt(bpd[n]) if n in bpd else "–" for n in sets]
+    lines.append(f"| {_cell(name)} | " + " | ".join(_cell(c) for c in cells) + " |")
+  return lines + [""]
+
+
+def _run_section(meta: dict) -> list[str]:
+  """The report's "Run" section: a table of the models (when ``meta['models']`` holds one
+  dict per model) and the short scalar settings; everything else is left to ``meta.json``."""
+  lines = []
+  models = meta.get("models")
+  if isinstance(models, dict) and models and all(isinstance(v, dict) for v in models.values()):
+    lines += _models_table(models)
+  short = [(k, v) for k, v in meta.items() if k != "models" and
+           (v is None or isinstance(v, (bool, int, float)) or
+            (isinstance(v, str) and len(v) <= _SHORT and "\n" not in v))]
+  lines += [f"- **{_cell(k)}**: {_code(_fmt(v))}" for k, v in short]
+  rest = [k for k, v in meta.items() if k != "models" and (k, v) not in short]
+  if rest or models:
+    lines.append("- the full settings" + (f" ({', '.join(_cell(k) for k in rest)})" if rest else "")
+                 + " are in [meta.json](meta.json)")
+  return lines + [""]
+
+
 def _markdown(title: str, command: str, meta: dict, rows: list[dict],
               figures: list[tuple[tuple[str, str], str, str]], sections=(),
               extra_figures=()) -> str:
-  lines = [f"# {title}", "", "Command:", "", *_fence(command, "bash"), "", "## Run", ""]
-  for k, v in meta.items():
-    v = v if isinstance(v, str) else json.dumps(v, separators=(", ", ": "))
-    lines.append(f"- **{_cell(k)}**: {_code(v)}")
-  lines.append("")
+  lines = [f"# {title}", "", "Command:", "", *_fence(command, "bash"), "", "## Run", "",
+           *_run_section(meta)]
   if rows:
     lines += [
         "## AUROC / AUPRC-out", "",
@@ -284,7 +334,7 @@ def _slug(text: str) -> str:
 
 def write_report(out_dir, *, title: str, rows: list[dict], meta: dict, score_samples: dict,
                  command: str, sections=(), results=None, json_files=None,
-                 figures=None) -> dict[str, str]:
+                 figures=None, arrays=None) -> dict[str, str]:
   """Writes ``report.md``, ``results.json``, ``meta.json`` and PNG figures into ``out_dir``.
 
   Args:
@@ -305,6 +355,8 @@ def write_report(out_dir, *, title: str, rows: list[dict], meta: dict, score_sam
     results: what ``results.json`` holds instead of ``rows`` (JSON-able).
     json_files: ``{file name: JSON-able object}`` of further JSON files.
     figures: ``{file name: draw(path)}`` of further PNG figures (linked in the report).
+    arrays: the flat contents of ``scores.npz`` (``score_file.to_arrays``: every per-image
+      score and each set's image indices); none written when empty.
 
   Returns:
     ``{file name: path}`` for every file written.
@@ -324,66 +376,155 @@ def write_report(out_dir, *, title: str, rows: list[dict], meta: dict, score_sam
   for name in list(json_files) + list(figures):
     if name in reserved or "/" in name or not re.fullmatch(r"[A-Za-z0-9_.=-]+", name):
       raise InvalidInputError(f"report: extra file name {name!r} is reserved or not a plain name.")
-  out_dir = os.fspath(out_dir)
-
-  created = not os.path.isdir(out_dir)
-  os.makedirs(out_dir, exist_ok=True)
-  for stale in os.listdir(out_dir):                 # temporary dirs of killed runs
-    if stale.startswith(".tmp-report-"):
-      shutil.rmtree(os.path.join(out_dir, stale), ignore_errors=True)
-  tmp = tempfile.mkdtemp(prefix=".tmp-report-", dir=out_dir)
+  out_dir = os.path.abspath(os.fspath(out_dir))
+  parent, base = os.path.split(out_dir)
+  os.makedirs(parent, exist_ok=True)
+  recover(out_dir)                                 # leftovers of a killed earlier write
+  tmp = tempfile.mkdtemp(prefix=f".{base}{SWAP_TAG}", dir=parent)
   try:
-    names, figs, used = [], [], set()
-    for (model, score), sample in samples.items():
-      base = _slug(f"{model}_{score}")
-      stem, i = base, 2
-      while stem in used:
-        stem, i = f"{base}-{i}", i + 1
-      used.add(stem)
-      hist, roc = f"hist_{stem}.png", f"roc_{stem}.png"
-      _plot_hist(os.path.join(tmp, hist), model, score, sample)
-      _plot_roc(os.path.join(tmp, roc), model, score, sample)
-      names += [hist, roc]
-      figs.append(((model, score), hist, roc))
-    for name, draw in figures.items():
-      draw(os.path.join(tmp, name))
-      names.append(name)
-    for name, obj in json_files.items():
-      with open(os.path.join(tmp, name), "w") as f:
-        json.dump(obj, f, indent=1, allow_nan=False)
-      names.append(name)
-    with open(os.path.join(tmp, "results.json"), "w") as f:
-      json.dump(rows if results is None else _jsonable(results), f, indent=1, allow_nan=False)
-    with open(os.path.join(tmp, "meta.json"), "w") as f:
-      json.dump(meta, f, indent=1, allow_nan=False)
-    with open(os.path.join(tmp, "report.md"), "w") as f:
-      f.write(_markdown(title, command, meta, rows, figs, sections, list(figures)))
-    names += ["results.json", "meta.json", "report.md"]     # report.md last: it links the rest
-    # A reader never sees a report.md beside files of another run: the old one goes first.
-    old = _manifest(out_dir)
-    if os.path.exists(os.path.join(out_dir, "report.md")):
-      os.remove(os.path.join(out_dir, "report.md"))
-    for name in names:
-      os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
-    for name in set(old) - set(names):
-      if os.path.isfile(os.path.join(out_dir, name)):
-        os.remove(os.path.join(out_dir, name))
-    with open(os.path.join(out_dir, MANIFEST + ".tmp"), "w") as f:
+    open(os.path.join(tmp, BUILDING), "w").close()
+    names = _render(tmp, title, command, meta, rows, samples, sections, results, json_files,
+                    figures)
+    if arrays:
+      np.savez_compressed(os.path.join(tmp, SCORES_FILE), **arrays)
+      names.insert(0, SCORES_FILE)
+    with open(os.path.join(tmp, MANIFEST), "w") as f:
       json.dump(names, f)
-    os.replace(os.path.join(out_dir, MANIFEST + ".tmp"), os.path.join(out_dir, MANIFEST))
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
-    if created:
-      try:
-        os.rmdir(out_dir)              # only if still empty
-      except OSError:
-        pass
     raise
-  shutil.rmtree(tmp, ignore_errors=True)
+  _swap_in(tmp, out_dir)
   return {name: os.path.join(out_dir, name) for name in names}
 
 
 MANIFEST = ".report-files.json"
+SCORES_FILE = "scores.npz"          # = score_file.FILE
+SWAP_TAG = ".report-swap-"          # sibling directories of a write in progress
+BUILDING = ".report-building"       # marks a new report being built (not yet swapped in)
+
+
+def _render(tmp, title, command, meta, rows, samples, sections, results, json_files,
+            figures) -> list[str]:
+  """Writes every file of the report into ``tmp``; returns their names (report.md last)."""
+  names, figs, used = [], [], set()
+  for (model, score), sample in samples.items():
+    stem_base = _slug(f"{model}_{score}")
+    stem, i = stem_base, 2
+    while stem in used:
+      stem, i = f"{stem_base}-{i}", i + 1
+    used.add(stem)
+    hist, roc = f"hist_{stem}.png", f"roc_{stem}.png"
+    _plot_hist(os.path.join(tmp, hist), model, score, sample)
+    _plot_roc(os.path.join(tmp, roc), model, score, sample)
+    names += [hist, roc]
+    figs.append(((model, score), hist, roc))
+  for name, draw in figures.items():
+    draw(os.path.join(tmp, name))
+    names.append(name)
+  for name, obj in json_files.items():
+    with open(os.path.join(tmp, name), "w") as f:
+      json.dump(obj, f, indent=1, allow_nan=False)
+    names.append(name)
+  with open(os.path.join(tmp, "results.json"), "w") as f:
+    json.dump(rows if results is None else _jsonable(results), f, indent=1, allow_nan=False)
+  with open(os.path.join(tmp, "meta.json"), "w") as f:
+    json.dump(meta, f, indent=1, allow_nan=False)
+  with open(os.path.join(tmp, "report.md"), "w") as f:
+    f.write(_markdown(title, command, meta, rows, figs, sections, list(figures)))
+  return names + ["results.json", "meta.json", "report.md"]
+
+
+def _exchange(a: str, b: str) -> bool:
+  """Atomically swaps directories ``a`` and ``b`` (Linux ``renameat2(RENAME_EXCHANGE)``);
+  False where the system or file system cannot."""
+  try:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = libc.renameat2
+  except (OSError, AttributeError):
+    return False
+  at_fdcwd, rename_exchange = -100, 2
+  if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+    return True
+  err = ctypes.get_errno()
+  if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):
+    return False
+  raise OSError(err, os.strerror(err), b)
+
+
+def _swap_in(new: str, out_dir: str) -> None:
+  """Puts the complete report in ``new`` at ``out_dir`` in one step, keeping every entry of
+  ``out_dir`` that is not part of its previous report (``checkpoints``, a user's files)."""
+  if not os.path.isdir(out_dir):
+    if os.path.lexists(out_dir):
+      shutil.rmtree(new, ignore_errors=True)
+      raise InvalidInputError(f"report: {out_dir} exists and is not a directory.")
+    os.remove(os.path.join(new, BUILDING))
+    os.rename(new, out_dir)                    # atomic: the whole report appears at once
+    return
+  if not _exchange(new, out_dir):
+    _move_files(new, out_dir)                  # no atomic exchange here: file by file
+    return
+  # out_dir now holds the new report; ``new`` holds the previous contents
+  _remove(os.path.join(out_dir, BUILDING))
+  _restore_kept(new, out_dir)
+
+
+def _remove(path: str) -> None:
+  try:
+    os.remove(path)
+  except FileNotFoundError:
+    pass
+
+
+def _restore_kept(old: str, out_dir: str) -> None:
+  """Moves the entries of a swapped-out directory that are not report files back into
+  ``out_dir``, then deletes what is left (the previous report)."""
+  report_files = set(_manifest(old)) | {MANIFEST, "report.md", "results.json", "meta.json"}
+  present = set(os.listdir(out_dir))
+  for name in os.listdir(old):
+    if name in report_files or name == BUILDING or name in present:
+      continue
+    os.rename(os.path.join(old, name), os.path.join(out_dir, name))
+  shutil.rmtree(old, ignore_errors=True)
+
+
+def _move_files(tmp: str, out_dir: str) -> None:
+  """Fallback without an atomic exchange: the old ``report.md`` goes first, the new files
+  are moved in with ``report.md`` last, then files of the old report not in the new one go."""
+  names = _manifest(tmp)
+  old = _manifest(out_dir)
+  _remove(os.path.join(out_dir, "report.md"))
+  for name in names:
+    os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+  for name in set(old) - set(names):
+    if os.path.isfile(os.path.join(out_dir, name)):
+      os.remove(os.path.join(out_dir, name))
+  os.replace(os.path.join(tmp, MANIFEST), os.path.join(out_dir, MANIFEST))
+  shutil.rmtree(tmp, ignore_errors=True)
+
+
+def recover(out_dir: str) -> None:
+  """Cleans up after a write killed part-way: a new report still being built is deleted; a
+  previous directory already swapped out gives its kept entries (``checkpoints``) back."""
+  out_dir = os.path.abspath(os.fspath(out_dir))
+  parent, base = os.path.split(out_dir)
+  try:
+    siblings = os.listdir(parent)
+  except OSError:
+    return
+  for name in siblings:
+    path = os.path.join(parent, name)
+    if not (name.startswith(f".{base}{SWAP_TAG}") and os.path.isdir(path)):
+      continue
+    if os.path.exists(os.path.join(path, BUILDING)) or not os.path.isdir(out_dir):
+      shutil.rmtree(path, ignore_errors=True)
+    else:
+      _restore_kept(path, out_dir)
+  if os.path.isdir(out_dir):
+    _remove(os.path.join(out_dir, BUILDING))
+    for stale in os.listdir(out_dir):             # temporary dirs of the older writer
+      if stale.startswith(".tmp-report-"):
+        shutil.rmtree(os.path.join(out_dir, stale), ignore_errors=True)
 
 
 def _manifest(out_dir: str) -> list[str]:
@@ -413,6 +554,7 @@ class Result:
   sections: list = dataclasses.field(default_factory=list)
   json_files: dict = dataclasses.field(default_factory=dict)
   figures: dict = dataclasses.field(default_factory=dict)
+  arrays: dict = dataclasses.field(default_factory=dict)
 
 
 def write(out_dir, command: str, result: Result) -> dict[str, str]:
@@ -420,4 +562,4 @@ def write(out_dir, command: str, result: Result) -> dict[str, str]:
   return write_report(out_dir, title=result.title, rows=result.rows, meta=result.meta,
                       score_samples=result.samples, command=command, sections=result.sections,
                       results=result.results, json_files=result.json_files,
-                      figures=result.figures)
+                      figures=result.figures, arrays=result.arrays)

@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 from ood_jax import registry as settings_check
 from ood_jax.errors import DatasetNotFoundError, InvalidInputError
-from ood_jax.experiments import configs, settings
+from ood_jax.experiments import configs, report, settings
 from ood_jax.models import registry as model_registry
 from ood_jax.scores import get_scorer, scorer_class, scorer_fields
 from ood_jax.train import TrainConfig
@@ -80,6 +80,8 @@ class Run:
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   argv: tuple[str, ...] = ()
   train_steps: int | None = None
+  weights: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+  download: bool = False
 
   def for_id(self, id_name: str, oods=None) -> "Run":
     """This run with another in-distribution set (and OOD sets), for experiments over
@@ -173,7 +175,8 @@ class Run:
             "train_args": dict(self.train_args),
             "train_configs": {m: dataclasses.asdict(c) for m, c in self.train_configs.items()},
             "n_train": self.n_train, "n_eval": self.n_eval, "k_importance": self.k,
-            "options": dict(self.options), "ckpt_root": self.ckpt_root}
+            "options": dict(self.options), "ckpt_root": self.ckpt_root,
+            **({"weights": {m: list(p) for m, p in self.weights.items()}} if self.weights else {})}
 
 
 # ----------------------------------------------------------------------------- building
@@ -286,6 +289,36 @@ def check_writable_dir(path: str, flag: str) -> None:
     raise InvalidInputError(f"{flag} {path}: cannot write in {parent} ({e.strerror or e}).") from None
 
 
+WEIGHT_MODELS = ("vae",)          # models --weights can load (the reference VAE's layout)
+
+
+def parse_weights(entries, models) -> dict[str, tuple[str, ...]]:
+  """``--weights MODEL=PATH[,PATH]`` (repeatable) -> ``{model: paths}``, checked now: the model
+  is one of --models and loadable, the paths exist (two .pth, or one .npz)."""
+  out: dict[str, tuple[str, ...]] = {}
+  for entry in entries or ():
+    name, sep, paths = str(entry).partition("=")
+    name, paths = name.strip(), tuple(p.strip() for p in paths.split(",") if p.strip())
+    if not sep or not name or not paths:
+      raise InvalidInputError(f"--weights {entry!r}: expected MODEL=PATH[,PATH], e.g. "
+                              "vae=netE.pth,netG.pth or vae=weights.npz.")
+    if name not in models:
+      raise InvalidInputError(f"--weights {entry!r}: model {name!r} is not in --models {list(models)}.")
+    if name not in WEIGHT_MODELS:
+      raise InvalidInputError(f"--weights {entry!r}: given weights load into {WEIGHT_MODELS} only "
+                              f"(the reference VAE's torch layout), not {name!r}.")
+    if name in out:
+      raise InvalidInputError(f"--weights: {name} given more than once.")
+    kinds = [os.path.splitext(p)[1].lower() for p in paths]
+    if not (kinds == [".npz"] or (len(paths) == 2 and all(k in (".pth", ".pt") for k in kinds))):
+      raise InvalidInputError(f"--weights {entry!r}: give an encoder,decoder .pth pair or one .npz.")
+    for path in paths:
+      if not os.path.isfile(path):
+        raise InvalidInputError(f"--weights {entry!r}: no such file {path}.")
+    out[name] = paths
+  return out
+
+
 def make_run(experiment: str, args, *, options: Mapping[str, Any] | None = None,
              argv=(), model_presets: Mapping[str, str] | None = None) -> Run:
   """The checked ``Run`` of parsed flags ``args`` (an ``argparse.Namespace`` with the common
@@ -335,7 +368,9 @@ def make_run(experiment: str, args, *, options: Mapping[str, Any] | None = None,
     ckpt_root = os.path.join(args.out, "checkpoints") if args.out else os.path.join("runs", "checkpoints")
   if args.data_dir and not os.path.isdir(args.data_dir):
     raise InvalidInputError(f"--data-dir {args.data_dir}: no such directory.")
+  weights = parse_weights(getattr(args, "weights", None), models)
   check_writable_dir(out, "--out")
+  report.recover(out)          # a report write killed part-way: the checkpoints come back first
   check_writable_dir(ckpt_root, "--ckpt-dir" if args.ckpt_dir else "the checkpoint directory")
   run = Run(experiment=experiment, preset=preset.name, id=args.id,
             oods=tuple(split_list(getattr(args, "ood", ""))), models=tuple(models),
@@ -345,7 +380,8 @@ def make_run(experiment: str, args, *, options: Mapping[str, Any] | None = None,
             progress=not args.no_progress, n_train=preset.n_train,
             n_eval=n_eval if n_eval is not None else preset.n_eval,
             k=k if k is not None else preset.k, options=dict(options or {}), argv=tuple(argv),
-            train_steps=getattr(args, "train_steps", None))
+            train_steps=getattr(args, "train_steps", None), weights=weights,
+            download=bool(getattr(args, "download", False)))
   for s in scores:                     # every scorer's own checks (ranges, choices): now
     run.scorer(s)
   return run

@@ -25,12 +25,13 @@ from ood_jax.experiments.run import Run
 
 def run(r: Run) -> Result:
   by_model = pipeline.sets_for(r)
-  rows, samples, model_meta = [], {}, {}
+  rows, samples, model_meta, raw = [], {}, {}, {}
   for name in r.models:
     sets = by_model[name]
     trained = pipeline.train_or_load(r, name, sets)
     with pipeline.Timer() as ts:
       vals = pipeline.score_all(r, trained, sets)
+    raw[name] = vals
     rows += pipeline.metric_rows(r.id, name, vals)
     samples.update(pipeline.samples_for(r.id, name, vals, sets.hwc))
     info = {"input_shape": list(sets.hwc), **trained.meta(),
@@ -46,7 +47,7 @@ def run(r: Run) -> Result:
           "n_id_test": len(first.test.x), "models": model_meta,
           "data_sources": pipeline.data_sources(first)}
   return Result(title=f"OOD detection, {r.id} in-distribution ({r.preset} preset)", meta=meta,
-                rows=rows, samples=samples)
+                rows=rows, samples=samples, arrays=pipeline.score_arrays(r.id, raw, first))
 
 
 EXPERIMENT = cli.Experiment("table2", run, description=__doc__.split("\n\n")[0])

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ood_jax.data import batches
 from ood_jax.data.pixels import validate_images
-from ood_jax.errors import InvalidInputError
+from ood_jax.errors import InvalidInputError, NonFiniteScoresError
 
 
 @flax.struct.dataclass
@@ -94,8 +94,11 @@ class Scorer(abc.ABC):
     scores = np.concatenate(out).astype(np.float32)
     if not np.all(np.isfinite(scores)):
       bad = int(np.sum(~np.isfinite(scores)))
-      raise InvalidInputError(f"{self.name}: {bad} of {len(scores)} scores are NaN/inf "
-                              "(the model's likelihood overflowed on these inputs).")
+      why = ("every score is non-finite: the model's weights are broken (diverged training or "
+             "a damaged checkpoint), not these inputs" if bad == len(scores) else
+             "the model's likelihood overflowed on these inputs")
+      raise NonFiniteScoresError(f"{self.name}: {bad} of {len(scores)} scores are NaN/inf ({why}).",
+                                 all_bad=bad == len(scores))
     return scores
 
 
