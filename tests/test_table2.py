@@ -44,6 +44,15 @@ def test_end_to_end_writes_report_and_reuses_checkpoint(data_dir, tmp_path, caps
   assert meta["input_shape"] == [32, 32, 1]          # 28x28 ID resized for the VAE
   assert meta["models"]["vae"]["resumed_from"] is None
   assert meta["models"]["vae"]["bits_per_dim_mean"]["noise"] > 6.0   # noise is ~8 bits/dim
+  # the per-image scores behind every AUROC, with the image indices of each seeded subset
+  from ood_jax import metrics
+  from ood_jax.experiments import score_file
+  id_name, scores, indices = score_file.read(os.path.join(out, "scores.npz"))
+  assert id_name == "toy" and set(indices) >= {"__id__", "other", "noise", "rotation"}
+  s_id = scores[("vae", "nll", "__id__")]
+  for r in rows:
+    assert np.isclose(metrics.auroc(s_id, scores[("vae", "nll", r["ood"])]), r["auroc"])
+  assert len(set(indices["__id__"].tolist())) == 32 and len(indices["rotation"]) == 32
   # a rerun loads the finished checkpoint instead of training, and gives the same table
   assert table2.main(_args(data_dir, out)) == 0
   meta2 = json.load(open(os.path.join(out, "meta.json")))

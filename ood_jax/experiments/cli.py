@@ -128,7 +128,9 @@ class Experiment:
     return [o for o in common_flags(self.defaults) if o.flag not in self.omit] + list(self.options)
 
   def parser(self) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"python -m ood_jax.experiments.{self.name}",
+    via_entry = (sys.argv[0] or "").startswith("ood-jax ")   # set by ood_jax.cli_entry
+    p = argparse.ArgumentParser(prog=(f"ood-jax {self.name}" if via_entry else
+                                      f"python -m ood_jax.experiments.{self.name}"),
                                 description=self.description)
     for o in self._flags():
       p.add_argument(o.flag, **o.kwargs)
@@ -156,7 +158,10 @@ class Experiment:
     result = self.run_fn(run)
     result.meta = {**result.meta, **environment_meta(t0)}
     if not result.arrays and result.samples:
-      result.arrays = samples_arrays(run.id, result.samples)
+      try:                           # never lose a finished run over the extra file
+        result.arrays = samples_arrays(run.id, result.samples)
+      except OODJaxError as e:
+        result.meta["scores_npz"] = f"not written: {e}"
     return report.write(run.out, run.command, result)
 
   def main(self, argv: Sequence[str] | None = None) -> int:

@@ -30,6 +30,7 @@ import shlex
 from typing import Any, Mapping
 
 from ood_jax import registry as settings_check
+from ood_jax.data import registry as data_registry
 from ood_jax.errors import DatasetNotFoundError, InvalidInputError
 from ood_jax.experiments import configs, report, settings
 from ood_jax.models import registry as model_registry
@@ -325,6 +326,8 @@ def make_run(experiment: str, args, *, options: Mapping[str, Any] | None = None,
   flags of ``cli.COMMON_FLAGS``); ``model_presets`` maps experiment presets to the model
   preset used when ``--model-preset`` is not given (else the experiment preset's own);
   raises ``UnknownNameError`` / ``InvalidInputError``."""
+  if getattr(args, "download", False):   # every data.load of this process may download
+    os.environ[data_registry.ENV_DOWNLOAD] = "1"
   preset = configs.get_preset(args.preset)
   _check_numbers(args)
   models = split_list(getattr(args, "models", ""))
