@@ -1,8 +1,9 @@
 """``notebooks/quickstart.ipynb`` runs top to bottom (nbclient, a real kernel).
 
-It trains the smoke table's VAE and a second small one on FashionMNIST (about 2-4 minutes
-on a 2-core CPU), so it is a slow test: set ``OOD_JAX_SLOW_TESTS=1`` (CI does). It needs
-the Debian FashionMNIST and MNIST in ``../shared/data`` (the notebook downloads only on Colab).
+It trains the smoke table's VAE (60 steps) and a second small one on FashionMNIST (about
+4 minutes on a busy 2-core CPU, 2.5 of them in the table cell), so it is a slow test: set
+``OOD_JAX_SLOW_TESTS=1`` (CI does). It needs the Debian FashionMNIST and MNIST in
+``../shared/data`` (the notebook downloads only on Colab).
 """
 
 from __future__ import annotations

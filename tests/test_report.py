@@ -228,3 +228,11 @@ def test_run_section_is_a_table_of_models_with_the_rest_in_meta_json(tmp_path):
   assert "| glow | – | 8 | – | – | – | – | – |" in run
   assert "- **preset**: `smoke`" in run and "lr" not in run
   assert "train_config" in run and "[meta.json](meta.json)" in run
+
+
+def test_run_table_also_reads_models_trained(tmp_path):
+  meta = {"models_trained": {"gan_vae_cifar10": {"train_steps": 4000,
+                                                 "final_train_loss_nats": 16570.97}}}
+  report.write_report(tmp_path, **dict(_inputs(), meta=meta))
+  run = (tmp_path / "report.md").read_text().split("## Run")[1].split("## AUROC")[0]
+  assert "| gan_vae_cifar10 | – | 4,000 | – | – | 16,571 |" in run

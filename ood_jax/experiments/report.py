@@ -200,7 +200,7 @@ def _fmt(v) -> str:
   if isinstance(v, int):
     return f"{v:,}"
   if isinstance(v, float):
-    return f"{v:.4g}"
+    return f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
   return str(v)
 
 
@@ -219,19 +219,26 @@ def _models_table(models: dict) -> list[str]:
   return lines + [""]
 
 
+MODEL_KEYS = ("models", "models_trained")    # meta keys holding {model: {its run facts}}
+
+
 def _run_section(meta: dict) -> list[str]:
-  """The report's "Run" section: a table of the models (when ``meta['models']`` holds one
-  dict per model) and the short scalar settings; everything else is left to ``meta.json``."""
-  lines = []
-  models = meta.get("models")
-  if isinstance(models, dict) and models and all(isinstance(v, dict) for v in models.values()):
-    lines += _models_table(models)
-  short = [(k, v) for k, v in meta.items() if k != "models" and
+  """The report's "Run" section: a table of the models (``meta['models']`` or
+  ``meta['models_trained']``: one dict per model) and the short scalar settings; everything
+  else is left to ``meta.json``."""
+  lines, table_key = [], None
+  for key in MODEL_KEYS:
+    models = meta.get(key)
+    if isinstance(models, dict) and models and all(isinstance(v, dict) for v in models.values()):
+      lines += _models_table(models)
+      table_key = key
+      break
+  short = [(k, v) for k, v in meta.items() if k != table_key and
            (v is None or isinstance(v, (bool, int, float)) or
             (isinstance(v, str) and len(v) <= _SHORT and "\n" not in v))]
   lines += [f"- **{_cell(k)}**: {_code(_fmt(v))}" for k, v in short]
-  rest = [k for k, v in meta.items() if k != "models" and (k, v) not in short]
-  if rest or models:
+  rest = [k for k, v in meta.items() if k != table_key and (k, v) not in short]
+  if rest or table_key:
     lines.append("- the full settings" + (f" ({', '.join(_cell(k) for k in rest)})" if rest else "")
                  + " are in [meta.json](meta.json)")
   return lines + [""]
