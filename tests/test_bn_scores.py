@@ -61,6 +61,24 @@ def test_compositions_cover_each_test_sample_once_per_round():
                             c.test_idx[:7])
 
 
+def test_padded_last_batch_repeats_no_image_in_its_statistics():
+  # 13 images in groups of m = 5 (b = 8, r = 0.6): the last group has 3 real images and 2
+  # fillers, which must be other images (no image twice in one batch's BatchNorm statistics).
+  for seed in range(20):
+    c = compositions(13, 20, b=8, r=0.6, rounds=2, seed=seed)
+    assert c.m == 5 and c.num_batches == 2 * 3
+    assert all(len(set(row)) == c.m for row in c.test_idx)
+    for t in range(2):
+      rows = c.ids[:, 1] == t
+      np.testing.assert_array_equal(np.sort(c.test_idx[rows][c.valid[rows]]), np.arange(13))
+  # bn_train_bpd's batches (r = 1): 10 images, b = 4 -> the last batch 2 real + 2 fillers.
+  for seed in range(20):
+    c = compositions(10, 0, b=4, r=1.0, rounds=1, seed=seed)
+    assert all(len(set(row)) == 4 for row in c.test_idx)
+  with pytest.raises(InvalidInputError, match="only 3"):
+    compositions(3, 20, b=8, r=0.6, rounds=1, seed=0)
+
+
 def test_vectorised_statistic_equals_loop_toy(toy):
   model, v = toy
   x_test, pool = _x(13, seed=3), _x(30, seed=4)

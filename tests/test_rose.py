@@ -229,13 +229,19 @@ def test_rose_ablations_end_to_end(tmp_path):
           "--train-steps", "2", "--n-eval", "16", "--fisher-sizes", "10,1000", "--no-progress"]
   assert rose_ablations.main(argv) == 0
   rows = json.load(open(os.path.join(out, "results.json")))
-  # 64 train images: 32 held out for the z-scores, N = 1000 caps at 32 (= rose_ekfac).
-  assert [r["score"] for r in rows] == ["rose_diag", "rose_ekfac", "rose_ekfac_N10"]
+  assert [r["score"] for r in rows] == ["rose_diag", "rose_ekfac", "rose_abs_damping",
+                                        "rose_z_sample"]
   assert all(r["ood"] == "noise" and 0.0 <= r["auroc"] <= 1.0 for r in rows)
   meta = json.load(open(os.path.join(out, "meta.json")))
-  assert meta["models"]["vae"]["variants"]["rose_ekfac_N10"]["n_fisher"] == 10
-  assert "rose_ekfac_N10" in open(os.path.join(out, "report.md")).read()
+  var = meta["models"]["vae"]["variants"]
+  assert var["rose_abs_damping"]["damping"] == 1e-8 and var["rose_ekfac"]["fisher"] == "ekfac"
+  # 64 train images: 32 held out for the z-scores, N = 1000 caps at 32; smoke: 2 repeats.
+  sweep = json.load(open(os.path.join(out, "fisher_sweep.json")))["auroc"]["vae"]
+  assert list(sweep) == ["10", "32"] and all(len(v["noise"]) == 2 for v in sweep.values())
+  report = open(os.path.join(out, "report.md")).read()
+  assert "Fig. 5" in report and os.path.exists(os.path.join(out, "rose_fisher_sweep_vae.png"))
   assert rose_ablations.main(argv[:-3] + ["--fisher-sizes", "0", "--no-progress"]) == 2
+  assert rose_ablations.main(argv[:-1] + ["--repeats", "0", "--no-progress"]) == 2
 
 
 def test_glow_invconv_layers_use_the_generic_fallback():

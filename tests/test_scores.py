@@ -91,7 +91,7 @@ def test_registry():
 def test_settings_are_strict_and_context_is_lenient():
   # A misspelt or mistyped setting is one error naming the valid fields.
   with pytest.raises(InvalidInputError,
-                     match=r"(?s)unknown field 'fishr'; valid fields:.*fisher: str = 'ekfac'"):
+                     match=r"(?s)unknown field 'fishr'; valid fields:.*fisher: str \| None = None"):
     get_scorer("rose", fishr="diag")
   with pytest.raises(InvalidInputError, match="'n_fisher' takes int"):
     get_scorer("rose", n_fisher="10")

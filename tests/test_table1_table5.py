@@ -35,8 +35,9 @@ def test_table1_and_table5_end_to_end(data_dir, tmp_path):
     assert r["n"] == 16 and r["delta_mean"] >= 0.0
     assert r["train_minus_eval"] == pytest.approx(r["train_bpd"] - r["eval_bpd"])
     assert 0.0 < r["eval_bpd"] < 10.0 and 0.0 < r["train_bpd"] < 10.0
+    assert 0.0 < r["eval_bpd_nll"] < 10.0
   report = open(os.path.join(out1, "report.md")).read()
-  assert "| vae | other | 16 |" in report
+  assert "| vae | other | 16 |" in report and "paired" in report
   meta = json.load(open(os.path.join(out1, "meta.json")))
   assert meta["models"]["vae"]["resumed_from"] is None
 
@@ -64,3 +65,33 @@ def test_bad_input_is_one_clear_error(data_dir, tmp_path, capsys, main, override
   err = capsys.readouterr().err
   assert err.startswith("error: ") and message in err
   assert not os.path.exists(out)
+
+
+def test_eval_mode_partner_uses_the_same_batches_and_samples_as_train_mode():
+  """``bn_train_bpd`` with ``parts='none'`` (table1's ``eval bpd``) = the eval-mode log p of
+  every batch with exactly the train-mode score's importance samples: a loop of single
+  eval-mode forwards with the same batch keys, and independent of the batch size (eval mode:
+  images do not interact) except through the noise."""
+  import jax
+  import jax.numpy as jnp
+  from ood_jax.models import make_model
+  from ood_jax.scores import get_scorer
+  from ood_jax.scores.compositions import compositions, gather_batches
+  from ood_jax.scores.train_mode import batch_key
+  model = make_model("vae", "smoke", (32, 32, 1))
+  x = np.random.default_rng(0).integers(0, 256, (12, 32, 32, 1), dtype=np.uint8)
+  v = model.init({"params": jax.random.key(0), "sample": jax.random.key(1)}, x[:2], train=False)
+  v = {**v, "batch_stats": jax.tree.map(lambda a: a + 0.3, v["batch_stats"])}
+  ev = get_scorer("bn_train_bpd", parts="none", b=4, k=2, seed=3)
+  tr = get_scorer("bn_train_bpd", b=4, k=2, seed=3)
+  got = ev.score(ev.fit(model, v), x)
+  comps = compositions(len(x), 0, b=4, r=1.0, rounds=1, seed=3, what="t")
+  want = np.zeros(len(x))
+  for i in range(comps.num_batches):
+    xb = gather_batches(x, None, comps, np.array([i]))[0]
+    lp = model.apply(v, jnp.asarray(xb), train=False, k=2, method="log_prob",
+                     rngs={"sample": batch_key(3, jnp.asarray(comps.ids[i]))})
+    want[comps.test_idx[i]] = np.asarray(lp)[:comps.m]
+  np.testing.assert_allclose(got, -want / (32 * 32 * np.log(2.0)), rtol=1e-5)
+  # Train mode differs (the batch statistics are not the running ones).
+  assert np.abs(tr.score(tr.fit(model, v), x) - got).max() > 1e-3

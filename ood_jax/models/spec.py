@@ -95,6 +95,8 @@ class ModelSpec:
       unless the entry has ``"budgets": {experiment preset: fields}``, e.g. the
       ``nalisnick_cpu`` Gated PixelCNN's one epoch at ``cpu``).
     rose_layers: default ``fnmatch`` patterns of the layers ROSE scores, or None.
+    rose_fisher: the Fisher approximation ROSE uses by default on those layers
+      (``'ekfac'``; Glow: ``'diag'`` on its 1x1 convolutions, ROSE App. B.2).
     batchnorm_parts: names of the parts whose BatchNorm mode can be set on its own
       (``train={'encoder': True, 'decoder': False}``); empty if one mode for all.
     has_batchnorm: whether any layer keeps batch statistics (Glow: no, actnorm only), or
@@ -115,6 +117,7 @@ class ModelSpec:
   budgets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
   recipes: Mapping[str, Mapping[Any, Mapping[str, Any]]] = dataclasses.field(default_factory=dict)
   rose_layers: tuple[str, ...] | None = None
+  rose_fisher: str = "ekfac"
   batchnorm_parts: tuple[str, ...] = ()
   has_batchnorm: bool | Callable[[nn.Module], bool] = True
   objective: Callable[[nn.Module], Objective] = default_objective

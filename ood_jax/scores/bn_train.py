@@ -31,14 +31,16 @@ class BNTrainBPD(Scorer):
   ``'encoder'``, the encoder's BatchNorm on the scored batch with the decoder at its running
   statistics; ``'decoder'`` the reverse); ``bn_enc_train_bpd`` is this score with
   ``parts='encoder'``. The model must have that BatchNorm part (the VAE's ``encoder`` /
-  ``decoder``).
+  ``decoder``). ``parts='none'`` is eval mode with exactly the same batches, importance
+  samples and dequantisation noise (the eval-mode partner of a paired train - eval gap).
 
   Attributes:
     b: batch size, images (at least 2).
     K: rounds of shuffling averaged.
     k: importance samples per image (latent-variable models).
     max_latents: bound on batches x ``b`` x ``k`` per compiled call.
-    parts: ``'all'``, ``'encoder'`` or ``'decoder'``: where BatchNorm is in train mode.
+    parts: ``'all'``, ``'encoder'``, ``'decoder'`` or ``'none'``: where BatchNorm is in
+      train mode.
     name: ``'bn_train_bpd'``.
     seed: seeds the shuffles and the importance samples.
     progress: show a progress bar.

@@ -3,8 +3,9 @@
 A batch of size ``b`` holds ``m`` test samples (from the set being scored, q) and
 ``b - m`` training samples (from the in-distribution pool, p). In each of K rounds the
 test set is shuffled and cut into groups of ``m``, so every test sample is scored exactly
-once per round; a last short group is filled up with other test samples that are marked
-invalid (their values are discarded). Each group gets ``b - m`` training samples, taken as
+once per round; a last short group is filled up with other test samples, drawn without
+replacement from those *not* in that group, and marked invalid (their values are discarded):
+no image enters a batch's BatchNorm statistics twice. Each group gets ``b - m`` training samples, taken as
 consecutive whole slices of fresh random permutations of the pool (distinct within a
 batch; every pool image is used about equally often).
 
@@ -69,11 +70,17 @@ def round_compositions(n_test: int, n_pool: int, *, b: int, m: int, seed: int, s
   if fill and n_pool < fill:
     raise InvalidInputError(f"compositions: a batch of {b} with {m} test samples needs at least"
                             f" {fill} training samples, the pool has {n_pool}.")
+  if n_test < m:
+    raise InvalidInputError(
+        f"compositions: a batch holds m = {m} test images but the test set has only {n_test}; "
+        "a batch would repeat images in its BatchNorm statistics (use a smaller b or r).")
   rng = np.random.default_rng([int(seed), int(stream), int(rnd)])
   groups = -(-n_test // m)
   order = rng.permutation(n_test)
   extra = groups * m - n_test
-  filler = rng.integers(0, n_test, extra) if extra else np.zeros(0, np.int64)
+  # Filler of the short last group: distinct images from the other groups (no duplicates).
+  filler = (rng.choice(order[:(groups - 1) * m], extra, replace=False) if extra
+            else np.zeros(0, np.int64))
   test_idx = np.concatenate([order, filler]).reshape(groups, m)
   valid = (np.arange(groups * m) < n_test).reshape(groups, m)
   if fill:

@@ -16,9 +16,9 @@ VAE's 4x4 heads); otherwise it is formed by a batched matmul after rotating ``P`
   (no patches) ``A = E[G Gᵀ]``, ``S = E[Gᵀ G]``. Only the eigenvectors of ``A`` and ``S``
   enter the score (``Λ`` is re-estimated), so these scale conventions do not change it.
 
-The damping is relative: ``λ = damping * mean(diag)``, with ``diag`` = ``E[G²]`` (DIAG) or
-``Λ`` (EKFAC) of the block, so one setting suits layers whose gradients differ by orders of
-magnitude. Units: ``s`` is dimensionless (a squared Mahalanobis norm).
+The damping is relative by default: ``λ = damping * mean(diag)``, with ``diag`` = ``E[G²]``
+(DIAG) or ``Λ`` (EKFAC) of the block, so one setting suits layers whose gradients differ by
+orders of magnitude; ``absolute``: ``λ = damping`` (the public ROSE code's ``1e-8``). Units: ``s`` is dimensionless (a squared Mahalanobis norm).
 """
 
 from __future__ import annotations
@@ -84,7 +84,14 @@ def eigenbasis(m: jax.Array) -> jax.Array:
   return jnp.linalg.eigh(0.5 * (m + m.T))[1]
 
 
-def inverse_diag(diag: jax.Array, damping: float) -> jax.Array:
-  """``1 / (diag + λ)`` with ``λ = damping * mean(diag)`` (floored at the float32 tiny)."""
-  lam = jnp.maximum(damping * jnp.mean(diag), jnp.finfo(jnp.float32).tiny)
+DAMPINGS = ("relative", "absolute")
+
+
+def inverse_diag(diag: jax.Array, damping: float, kind: str = "relative") -> jax.Array:
+  """``1 / (diag + λ)`` with ``λ = damping * mean(diag)`` (``kind='relative'``) or
+  ``λ = damping`` (``'absolute'``), floored at the float32 tiny."""
+  if kind not in DAMPINGS:
+    raise ValueError(f"damping kind must be one of {DAMPINGS}, got {kind!r}.")
+  lam = damping * jnp.mean(diag) if kind == "relative" else jnp.float32(damping)
+  lam = jnp.maximum(lam, jnp.finfo(jnp.float32).tiny)
   return 1.0 / (diag + lam)

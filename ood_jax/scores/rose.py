@@ -28,6 +28,7 @@ from ood_jax.scores.base import Scorer, ScorerState, _device_multiple
 
 FISHERS = ("diag", "ekfac")
 AGGREGATIONS = ("relu_sum", "max")
+Z_MODES = ("mean", "sample")
 
 
 def default_layers(model: nn.Module) -> tuple[str, ...]:
@@ -50,11 +51,17 @@ def aggregate(z: jax.Array, how: str) -> jax.Array:
 
 
 def split_id(n: int, n_fisher: int, n_norm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-  """Indices of the Fisher images and of the held-out normalisation images."""
+  """Sorted, disjoint indices ``(fisher, norm)`` into ``n`` ID images, by a permutation
+  seeded with ``seed``: ``n_fisher`` Fisher images and ``n_norm`` normalisation images when
+  ``n >= n_fisher + n_norm``; with fewer, ``n_norm`` shrinks to at most half of the images
+  and the Fisher gets at most the rest. Different seeds give different subsets."""
   if n < 2:
     raise InvalidInputError(f"rose: needs at least 2 in-distribution images, got {n}.")
-  n_norm = max(1, min(n_norm, n // 2))
-  n_fisher = max(1, min(n_fisher, n - n_norm))
+  if n_fisher < 1 or n_norm < 1:
+    raise InvalidInputError(f"rose: n_fisher and n_norm must be >= 1, got {n_fisher}, {n_norm}.")
+  if n < n_fisher + n_norm:
+    n_norm = max(1, min(n_norm, n // 2))
+    n_fisher = max(1, min(n_fisher, n - n_norm))
   perm = np.random.default_rng([seed, 5]).permutation(n)
   return np.sort(perm[:n_fisher]), np.sort(perm[n_fisher:n_fisher + n_norm])
 
@@ -66,11 +73,18 @@ def _block_keys(layer: psg.Layer, sub: dict) -> list[str]:
   return [f"{layer.path}:{jax.tree_util.keystr(k)}" for k, _ in leaves]
 
 
-def make_blocks_fn(objective: psg.Objective, layers: tuple[psg.Layer, ...]):
+def make_blocks_fn(objective: psg.Objective, layers: tuple[psg.Layer, ...], z_mean: bool = False):
   """``(variables, x, rng, mask) -> {block key: block}`` (see ``fisher.py``); the noise is
-  drawn from ``rng``; ``mask`` (``N``, 0/1) zeroes the gradients of padding rows."""
+  drawn from ``rng``; ``mask`` (``N``, 0/1) zeroes the gradients of padding rows.
+
+  ``z_mean``: per-image noise (the latent models' reparameterisation ``eps``, ``z = mu +
+  sigma * eps``) is replaced by zeros, i.e. the objective is taken at ``z = mu`` (the public
+  ROSE code's ``num_samples = 1`` path decodes ``mu``). Whole-batch noise (a flow's
+  dequantisation key) is left as drawn."""
   def fn(variables, x, rng, mask):
     noise = objective.noise(rng, x.shape[0])
+    if z_mean and objective.per_image:
+      noise = jax.tree.map(jnp.zeros_like, noise)
     m = mask[:, None, None]
     out = {}
     pd = psg.patches_and_deltas(objective, list(layers), variables, x, noise)
@@ -91,37 +105,37 @@ def make_blocks_fn(objective: psg.Objective, layers: tuple[psg.Layer, ...]):
 # Compiled functions are cached per (model, layers): refitting the same model (ablations,
 # benchmarks) compiles nothing new for an already seen chunk shape.
 @functools.lru_cache(maxsize=16)
-def _blocks(model: nn.Module, layers: tuple[psg.Layer, ...]):
-  return make_blocks_fn(psg.objective_for(model), layers)
+def _blocks(model: nn.Module, layers: tuple[psg.Layer, ...], z_mean: bool):
+  return make_blocks_fn(psg.objective_for(model), layers, z_mean)
 
 
 @functools.lru_cache(maxsize=16)
-def _diag_pass(model, layers):
+def _diag_pass(model, layers, z_mean):
   """``(v, x, mask, rng) -> {block: Σ_n G_n²}``."""
-  blocks = _blocks(model, layers)
+  blocks = _blocks(model, layers, z_mean)
   return jax.jit(lambda v, x, m, r: {k: fisher.sum_sq(b) for k, b in blocks(v, x, r, m).items()})
 
 
 @functools.lru_cache(maxsize=16)
-def _factor_pass(model, layers):
+def _factor_pass(model, layers, z_mean):
   """``(v, x, mask, rng) -> {block: (Σ a aᵀ, Σ δ δᵀ)}``."""
-  blocks = _blocks(model, layers)
+  blocks = _blocks(model, layers, z_mean)
   return jax.jit(lambda v, x, m, r: {k: fisher.factor_sums(b)[:2]
                                      for k, b in blocks(v, x, r, m).items()})
 
 
 @functools.lru_cache(maxsize=16)
-def _lambda_pass(model, layers):
+def _lambda_pass(model, layers, z_mean):
   """``({'v', 'b'}, x, mask, rng) -> {block: Σ_n (U_Aᵀ G_n U_S)²}``."""
-  blocks = _blocks(model, layers)
+  blocks = _blocks(model, layers, z_mean)
   return jax.jit(lambda p, x, m, r: {
       k: fisher.sum_sq(b, p["b"][k]["ua"], p["b"][k]["us"])
       for k, b in blocks(p["v"], x, r, m).items()})
 
 
-def _layer_scores_fn(model, layers):
+def _layer_scores_fn(model, layers, z_mean=False):
   """``({'v', 'stats'}, x, rng) -> s`` (``N x L``): ``s_l = g_lᵀ F_l⁻¹ g_l`` per layer."""
-  blocks = _blocks(model, layers)
+  blocks = _blocks(model, layers, z_mean)
   index = {l.path: i for i, l in enumerate(layers)}
 
   def fn(p, x, rng):
@@ -135,8 +149,8 @@ def _layer_scores_fn(model, layers):
 
 
 @functools.lru_cache(maxsize=16)
-def _layer_scores(model, layers):
-  return jax.jit(_layer_scores_fn(model, layers))
+def _layer_scores(model, layers, z_mean):
+  return jax.jit(_layer_scores_fn(model, layers, z_mean))
 
 
 @functools.partial(jax.jit, static_argnums=3)
@@ -145,11 +159,11 @@ def _normalise_aggregate(s, mu, sigma, how: str):
 
 
 @functools.lru_cache(maxsize=16)
-def _score_fn(model, layers, how: str):
+def _score_fn(model, layers, how: str, z_mean: bool = False):
   """The chunk function ``({'v', 'stats', 'mu', 'sigma'}, x, rng) -> ROSE(x)`` (``N``): the
   compiled layer scores (shared with the fit's normalisation pass) then z-scores and
   aggregation."""
-  raw = _layer_scores(model, layers)
+  raw = _layer_scores(model, layers, z_mean)
 
   def chunk(p, x, rng):
     s = raw({"v": p["v"], "stats": p["stats"]}, x, rng)
@@ -165,49 +179,71 @@ class Rose(Scorer):
 
   For each chosen layer l, ``g_l(x)`` is the gradient of the image's own training
   objective with respect to the layer's parameters at the trained weights, in eval mode
-  (BatchNorm running statistics, so images are independent): the negative ELBO with one
-  reparameterised ``z`` for the VAE, the NLL for flows. The layer score is
+  (BatchNorm running statistics, so images are independent): the VAE's negative ELBO at
+  ``z = mu`` (``z='mean'``, the public ROSE code: its ``num_samples = 1`` path decodes the
+  posterior mean, so the score does not depend on the seed) or at one reparameterised
+  ``z = mu + sigma * eps`` (``z='sample'``); the dequantised NLL for flows. The layer score is
   ``s_l(x) = g_lᵀ F_l⁻¹ g_l`` (dimensionless) with ``F_l`` the DIAG or EKFAC Fisher,
   fitted once on ``n_fisher`` ID images. Layer z-scores ``z_l = (s_l - μ_l) / σ_l`` use the
   mean and standard deviation of ``s_l`` over ``n_norm`` *other* ID images, and
   ``ROSE(x) = Σ_l ReLU(z_l)`` (``'relu_sum'``, paper Eq. 11 with unit weights and zero
-  bias) or ``max_l z_l`` (``'max'``, the public code).
+  bias; the default, as the paper states its score) or ``max_l z_l`` (``'max'``, the public
+  code's aggregation). Other places where paper and public code differ, and our defaults:
+  the damping (``damping_kind='relative'``, ``λ = 1e-3 mean(diag F_l)``, ours: one setting
+  for layers whose Fisher diagonals differ by orders of magnitude; ``'absolute'`` with
+  ``damping=1e-8`` is the reference's), and the Fisher per model (``fisher=None``: the
+  model spec's ``rose_fisher``, EKFAC for the VAE (App. B.2: "EKFAC ... on all the
+  convolutional layers of the encoder"), DIAG for Glow's InvConv layers (App. B.2: "using
+  the diagonal preconditioner")).
 
-  ``fit`` splits ``id_data`` with a seeded permutation: the first ``n_fisher`` images fit
-  the Fisher, the next ``n_norm`` the z-score statistics; with fewer than
+  ``fit`` splits ``id_data`` with :func:`split_id` (seeded by ``seed``): ``n_fisher``
+  images fit the Fisher, ``n_norm`` others the z-score statistics; with fewer than
   ``n_fisher + n_norm`` images, ``n_norm`` shrinks to at most half of them and the Fisher
-  gets the rest.
+  gets at most the rest.
 
   Attributes:
-    fisher: ``'ekfac'`` | ``'diag'``.
+    fisher: ``'ekfac'`` | ``'diag'`` | None (the model spec's ``rose_fisher``; see
+      :meth:`fisher_for`).
+    z: ``'mean'`` (the VAE objective at ``z = mu``) | ``'sample'`` (one ``z`` drawn per
+      image from the seed).
     aggregation: ``'relu_sum'`` | ``'max'``.
     layers: ``fnmatch`` patterns over parameter-module paths (``'encoder/input_conv'``);
       None = the model's default (``default_layers``: its spec's ``rose_layers``, e.g.
       the VAE's encoder convolutions); ``'all'`` = every parameter module.
     n_fisher: ID images for the Fisher fit.
     n_norm: held-out ID images for the layer z-score statistics.
-    damping: ``λ = damping * mean(diag F_l)`` added to the Fisher's (eigen)diagonal.
+    damping: ``λ`` added to the Fisher's (eigen)diagonal: ``damping * mean(diag F_l)``
+      (``damping_kind='relative'``) or ``damping`` itself (``'absolute'``).
+    damping_kind: ``'relative'`` | ``'absolute'``.
     fast_path: per-sample gradients of conv/dense kernels as patch x output-gradient
       products (False: generic per-sample gradients for every layer; same values).
     name: ``'rose'``.
-    seed: seeds the ID split and the VAE's reparameterisation noise.
+    seed: seeds the ID split, the VAE's reparameterisation noise (``z='sample'``) and a
+      flow's dequantisation noise.
     progress: show progress bars (fit passes and scoring).
     chunk_size: images per compiled call (fit passes and scoring).
   """
   name: str = "rose"
   chunk_size: int = 128
-  fisher: str = "ekfac"
+  fisher: str | None = None
+  z: str = "mean"
   aggregation: str = "relu_sum"
   layers: tuple | str | None = None
   n_fisher: int = 1000
   n_norm: int = 1000
   damping: float = 1e-3
+  damping_kind: str = "relative"
   fast_path: bool = True
 
   def __post_init__(self):
     super().__post_init__()
-    if self.fisher not in FISHERS:
-      raise InvalidInputError(f"rose: fisher must be one of {FISHERS}, got {self.fisher!r}.")
+    if self.fisher is not None and self.fisher not in FISHERS:
+      raise InvalidInputError(f"rose: fisher must be one of {FISHERS} or None, got {self.fisher!r}.")
+    if self.z not in Z_MODES:
+      raise InvalidInputError(f"rose: z must be one of {Z_MODES}, got {self.z!r}.")
+    if self.damping_kind not in fisher.DAMPINGS:
+      raise InvalidInputError(
+          f"rose: damping_kind must be one of {fisher.DAMPINGS}, got {self.damping_kind!r}.")
     if self.aggregation not in AGGREGATIONS:
       raise InvalidInputError(
           f"rose: aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}.")
@@ -215,6 +251,13 @@ class Rose(Scorer):
       raise InvalidInputError("rose: n_fisher and n_norm must be >= 1 and damping >= 0.")
 
   # ------------------------------------------------------------------ setup
+  def fisher_for(self, model) -> str:
+    """``fisher``, or where None the model spec's ``rose_fisher`` (``'ekfac'`` without a spec)."""
+    if self.fisher is not None:
+      return self.fisher
+    spec = spec_of(model)
+    return spec.rose_fisher if spec is not None else "ekfac"
+
   def patterns(self, model) -> tuple:
     if self.layers is None:
       return default_layers(model)
@@ -255,18 +298,20 @@ class Rose(Scorer):
     x = validate_images(id_data, what="rose in-distribution data", hwc=hwc)
     idx_f, idx_n = split_id(len(x), self.n_fisher, self.n_norm, self.seed)
     layers = tuple(self.chosen_layers(model, variables, x))
+    z_mean = self.z == "mean"
     key = jax.random.PRNGKey(self.seed)
     fit_key = jax.random.fold_in(key, 1_000_001)   # the same noise in both EKFAC passes
     v = batches.replicate(variables)
     xf = x[idx_f]
     n_f = float(len(xf))
     stats = {}
-    if self.fisher == "diag":
-      sums = self._sum_pass(_diag_pass(model, layers), v, xf, fit_key, "rose F")
+    if self.fisher_for(model) == "diag":
+      sums = self._sum_pass(_diag_pass(model, layers, z_mean), v, xf, fit_key, "rose F")
       for k, s in sums.items():
-        stats[k] = {"inv": fisher.inverse_diag(jnp.asarray(s) / n_f, self.damping)}
+        stats[k] = {"inv": fisher.inverse_diag(jnp.asarray(s) / n_f, self.damping,
+                                               self.damping_kind)}
     else:
-      sums = self._sum_pass(_factor_pass(model, layers), v, xf, fit_key, "rose A,S")
+      sums = self._sum_pass(_factor_pass(model, layers, z_mean), v, xf, fit_key, "rose A,S")
       bases, cache = {}, {}
       for k, (a, s) in sums.items():
         # Layers fed the same input (the VAE's mu / logvar heads) share A: one eigh.
@@ -275,13 +320,14 @@ class Rose(Scorer):
           cache[ka] = fisher.eigenbasis(jnp.asarray(a))
         bases[k] = {"ua": cache[ka], "us": fisher.eigenbasis(jnp.asarray(s))}
       bases = batches.replicate(bases)
-      lam = self._sum_pass(_lambda_pass(model, layers), {"v": v, "b": bases}, xf, fit_key,
-                           "rose Λ")
+      lam = self._sum_pass(_lambda_pass(model, layers, z_mean), {"v": v, "b": bases}, xf,
+                           fit_key, "rose Λ")
       for k, s in lam.items():
-        stats[k] = {**bases[k], "inv": fisher.inverse_diag(jnp.asarray(s) / n_f, self.damping)}
+        stats[k] = {**bases[k], "inv": fisher.inverse_diag(jnp.asarray(s) / n_f, self.damping,
+                                                           self.damping_kind)}
 
     params = batches.replicate({"v": variables, "stats": stats})
-    raw = _layer_scores(model, layers)
+    raw = _layer_scores(model, layers, z_mean)
     s_norm = []
     for part, _, k, n in self._chunks(x[idx_n], jax.random.fold_in(key, 1_000_002), "rose μ,σ"):
       s_norm.append(np.asarray(jax.device_get(raw(params, part, k)))[:n])
@@ -291,5 +337,5 @@ class Rose(Scorer):
     sd = np.where(sd > 0, sd, 1.0)
     params = {**params, "mu": batches.replicate(jnp.asarray(mu, jnp.float32)),
               "sigma": batches.replicate(jnp.asarray(sd, jnp.float32))}
-    return ScorerState(params=params, chunk_fn=_score_fn(model, layers, self.aggregation),
+    return ScorerState(params=params, chunk_fn=_score_fn(model, layers, self.aggregation, z_mean),
                        image_shape=hwc, name=self.name)

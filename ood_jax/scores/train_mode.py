@@ -38,22 +38,26 @@ def check_batchnorm(model: nn.Module, variables: dict, what: str) -> None:
         " actnorm, whose statistics do not depend on the batch.")
 
 
-PARTS = ("all", "encoder", "decoder")
+PARTS = ("all", "encoder", "decoder", "none")
 
 
 def train_arg(parts: str = "all"):
   """The models' ``train`` argument for BatchNorm train mode in ``parts``: ``True`` for
-  ``'all'``, else ``{part: True}`` with the other parts in eval mode (Chen's thesis 3.3.5:
-  the encoder's BatchNorm alone, ``'encoder'``)."""
+  ``'all'``, ``False`` for ``'none'`` (eval mode everywhere: the same batches, noise and
+  importance samples as train mode, so a train - eval gap is paired; Song Table 1), else
+  ``{part: True}`` with the other parts in eval mode (Chen's thesis 3.3.5: the encoder's
+  BatchNorm alone, ``'encoder'``)."""
   if parts not in PARTS:
     raise InvalidInputError(f"BatchNorm parts must be one of {', '.join(PARTS)}, got {parts!r}.")
+  if parts == "none":
+    return False
   return True if parts == "all" else {parts: True}
 
 
 def check_parts(model: nn.Module, variables: dict, parts: str, what: str) -> None:
   """One clear error unless ``parts`` is 'all' or a top-level BatchNorm part of the model."""
   train_arg(parts)
-  if parts == "all":
+  if parts in ("all", "none"):
     return
   have = sorted(variables.get("batch_stats", {}))
   if parts not in have:

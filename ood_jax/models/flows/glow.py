@@ -351,14 +351,14 @@ _BUDGETS = {"cpu": {"epochs": 1}}
 GLOW_SPEC = ModelSpec(
     name="glow", module=Glow, presets=_PRESETS, defaults={"additive": False},
     train_defaults=_TRAIN_DEFAULTS, budgets=_BUDGETS, recipes=_RECIPES,
-    rose_layers=("*invconv*",),
+    rose_layers=("*invconv*",), rose_fisher="diag",   # ROSE App. B.2: DIAG on InvConv
     has_batchnorm=False,
     about="Glow (Kingma & Dhariwal 2018): ActNorm, LU 1x1 convs, affine couplings.")
 
 CV_GLOW_SPEC = ModelSpec(
     name="cv_glow", module=Glow, presets=_PRESETS, defaults={"additive": True},
     train_defaults=_TRAIN_DEFAULTS, budgets=_BUDGETS, recipes=_RECIPES,
-    rose_layers=("*invconv*",),
+    rose_layers=("*invconv*",), rose_fisher="diag",   # ROSE App. B.2: DIAG on InvConv
     has_batchnorm=False,
     about="CV-Glow (Nalisnick et al. 2019): Glow with additive couplings (constant volume).")
 
