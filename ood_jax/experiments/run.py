@@ -163,7 +163,7 @@ class Run:
     sc = self.scorer(entry, **kwargs)
     return {f.name: getattr(sc, f.name) for f in dataclasses.fields(sc)
             if f.name not in ("progress", "train_config", "ckpt_dir", "ensemble_variables",
-                              "background_variables")}
+                              "background_variables", "rnd_variables")}
 
   def settings_meta(self) -> dict:
     """The resolved settings for ``meta.json``."""

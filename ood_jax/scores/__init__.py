@@ -36,6 +36,7 @@ SCORERS = Registry("score", {
     "likelihood_regret": "ood_jax.scores.likelihood_regret:LikelihoodRegret",
     "likelihood_ratio": "ood_jax.scores.likelihood_ratio:LikelihoodRatio",
     "input_complexity": "ood_jax.scores.input_complexity:InputComplexity",
+    "rnd": "ood_jax.scores.rnd:RND",  # SVD-RND (Choi & Chung 2020), ROSE App. B.3 Table 11
     # Chen's thesis §3.3.7 (issue 13): SUPERVISED, fitted on auxiliary OOD codes.
     "latent_svm": "ood_jax.scores.latent_svm:LatentSVM",
 })

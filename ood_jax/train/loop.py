@@ -57,6 +57,17 @@ of ``(seed, state.step)``), and the meta records ``rule.describe()`` under ``upd
 default), so a checkpoint of another rule is never resumed or loaded as this one. An update rule
 takes no OOD stream or objective.
 
+Batch transforms: ``train(..., batch_transform=fn)`` replaces each host-side ID batch by
+``fn(batch, step)`` (numpy in, numpy out of the same structure, shapes and dtypes; ``step`` the
+global step) before it goes to the devices, e.g. a fresh perturbation of every batch for a
+likelihood-ratio background model (``ood_jax.data.perturbations.BatchPerturbation``). Its
+randomness must be a function of ``(its own seed, step)`` so a resumed run sees the batches an
+uninterrupted one does; the OOD stream and the example batch given to ``model.init`` are not
+transformed. The meta records ``describe_transform(fn)`` under ``batch_transform`` (None
+without one, which is also what checkpoints from before the key read as), so a checkpoint
+trained on other transformed batches, or on untransformed ones, is never resumed or loaded
+as this one.
+
 History: ``{'step', 'loss', 'bits_per_dim'}`` per log period (means over it): the objective,
 and bits/dim of the mean ID per-sample loss (``D`` = H W C for images; for vectors ``D`` is
 their dimension, the bits per dimension of the continuous density; None for dicts); with a
@@ -99,6 +110,8 @@ OOD_STREAM = 1        # ``batches.epoch_permutation`` stream of the OOD batch or
 Objective = Callable[[jax.Array, jax.Array], jax.Array]
 # on_checkpoint(step, variables) -> None, called at every checkpoint (module docstring)
 CheckpointCallback = Callable[[int, dict], Any]
+# batch_transform(host batch, global step) -> host batch of the same structure (module docstring)
+BatchTransform = Callable[[Any, int], Any]
 
 
 class UpdateRule(Protocol):
@@ -261,6 +274,41 @@ def describe_objective(objective: Objective | None) -> dict | None:
   return {"name": f"{owner.__module__}.{owner.__qualname__}"}
 
 
+def describe_transform(transform: BatchTransform | None) -> dict | None:
+  """What the checkpoint meta records of a batch transform: None without one; else as
+  ``describe_objective`` reads an objective (its ``describe()``, a dataclass's fields, a
+  function's ``module.qualname``)."""
+  return describe_objective(transform)
+
+
+def _check_transform(transform) -> None:
+  if transform is not None and not callable(transform):
+    raise InvalidInputError(
+        f"batch_transform must be a function (batch, step) -> batch, got "
+        f"{type(transform).__name__}.")
+
+
+def _transformed(transform: BatchTransform, batch, step: int):
+  """``transform(batch, step)``, checked to keep the batch's structure, shapes and dtypes."""
+  out = transform(batch, step)
+  if isinstance(batch, Mapping):
+    ok = (isinstance(out, Mapping) and set(out) == set(batch)
+          and all(isinstance(out[k], np.ndarray) for k in batch)
+          and all(out[k].shape == batch[k].shape and out[k].dtype == batch[k].dtype for k in batch))
+  else:
+    ok = (isinstance(out, np.ndarray) and out.shape == batch.shape and out.dtype == batch.dtype)
+  if not ok:
+    got = ({k: (getattr(v, "shape", None), str(getattr(v, "dtype", type(v).__name__)))
+            for k, v in out.items()} if isinstance(out, Mapping)
+           else (getattr(out, "shape", None), str(getattr(out, "dtype", type(out).__name__))))
+    want = ({k: (v.shape, str(v.dtype)) for k, v in batch.items()} if isinstance(batch, Mapping)
+            else (batch.shape, str(batch.dtype)))
+    raise InvalidInputError(
+        f"batch_transform {describe_transform(transform)} must return a numpy batch of the "
+        f"input's structure, shapes and dtypes {want}; got {got} at step {step}.")
+  return out
+
+
 def _check_objective(objective, ood, batch_size: int) -> None:
   if objective is not None and not callable(objective):
     raise InvalidInputError(
@@ -389,13 +437,15 @@ def _check_update(update, ood, objective) -> None:
 
 def _meta(model: nn.Module, config: TrainConfig, n_train: int, total: int,
           ood_meta: dict | None = None, objective_meta: dict | None = None,
-          update_meta: dict | None = None, data_sha256: str | None = None) -> dict:
+          update_meta: dict | None = None, data_sha256: str | None = None,
+          transform_meta: dict | None = None) -> dict:
   cfg = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_WEIGHT_FIELDS}
-  # "update": None (the default step) is also what checkpoints from before the key read as;
-  # "data" (the training data's sha256) is compared only where the checkpoint has it.
+  # "update" / "batch_transform": None (the default step, no transform) is also what
+  # checkpoints from before the key read as; "data" (the training data's sha256) is compared
+  # only where the checkpoint has it.
   return {"model": repr(model), "config": cfg, "n_train": int(n_train), "total_steps": int(total),
           "ood": ood_meta, "objective": objective_meta, "update": update_meta,
-          "data": data_sha256}
+          "data": data_sha256, "batch_transform": transform_meta}
 
 
 def _diverged(bad_step: int, last_saved: int | None, ckpt_dir: str | None) -> TrainingDivergedError:
@@ -418,7 +468,8 @@ def train(model: nn.Module, data, config: TrainConfig, ckpt_dir: str | None = No
           ood=None, objective: Objective | None = None, progress: bool = True,
           desc: str = "train", stop_after: int | None = None,
           on_checkpoint: CheckpointCallback | None = None,
-          update: UpdateRule | None = None) -> TrainResult:
+          update: UpdateRule | None = None,
+          batch_transform: BatchTransform | None = None) -> TrainResult:
   """Trains ``model`` on ``data`` (uint8 images N x H x W x C, float32 vectors N x D, or a
   dict of arrays; see the module docstring) with ``objective`` (default: the mean ID loss),
   optionally with the OOD stream ``ood`` (same kind as ``data``).
@@ -430,6 +481,9 @@ def train(model: nn.Module, data, config: TrainConfig, ckpt_dir: str | None = No
   for the state the run starts from and at every checkpoint step (module docstring; e.g. an
   :class:`EvalCurve`). ``update``: an :class:`UpdateRule` training with its own step instead
   of one optimiser on the mean loss (e.g. ``soft_intro.SoftIntro()``; module docstring).
+  ``batch_transform(batch, step)``: each host-side ID batch (numpy, the data's structure) is
+  replaced by its result before the step, e.g. ``perturbations.BatchPerturbation`` (a fresh,
+  reproducible mutation per step); module docstring.
   """
   t0 = time.perf_counter()
   data = check_data(data, model, "training set")
@@ -437,6 +491,7 @@ def train(model: nn.Module, data, config: TrainConfig, ckpt_dir: str | None = No
     ood = _check_ood(ood, data, model)
   _check_objective(objective, ood, config.batch_size)
   _check_update(update, ood, objective)
+  _check_transform(batch_transform)
   if on_checkpoint is not None and not callable(on_checkpoint):
     raise InvalidInputError(
         f"on_checkpoint must be a function (step, variables) -> None, got "
@@ -463,7 +518,8 @@ def train(model: nn.Module, data, config: TrainConfig, ckpt_dir: str | None = No
                        bad_step=jnp.full((), -1, jnp.int32))
   meta = _meta(model, config, batches.num_examples(data), total,
                None if ood is None else fingerprint(ood), describe_objective(objective),
-               describe_update(update), fingerprint(data)["sha256"] if ckpt_dir else None)
+               describe_update(update), fingerprint(data)["sha256"] if ckpt_dir else None,
+               describe_transform(batch_transform))
 
   mngr, start, resumed = None, 0, None
   if ckpt_dir is not None:
@@ -495,6 +551,8 @@ def train(model: nn.Module, data, config: TrainConfig, ckpt_dir: str | None = No
     if on_checkpoint is not None:
       on_checkpoint(start, state.variables)
     for step, batch in id_batches:
+      if batch_transform is not None:
+        batch = _transformed(batch_transform, batch, step)
       ood_batch = None if ood_batches is None else batches.to_devices(next(ood_batches)[1])
       state, stats = step_fn(state, batches.to_devices(batch), ood_batch)
       pending.append(stats)
