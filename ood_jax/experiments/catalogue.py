@@ -77,6 +77,8 @@ for _e in [
           about="average bits/dim against the ratio r of test samples in the batch"),
     Entry("song_batch_test", "song_batch_test", "song", "§6 (batch-level test)",
           about="permutation test over whole batches of eval-mode mean bits/dim, b = 64"),
+    Entry("song_table4", "song_tempered", "song", "App. B, Figs 4-5, Table 4",
+          about="T_perm fooled by tempered samples of a model trained on another set; BN tests beside"),
     Entry("rose_table2", "table2", "rose", "Table 2",
           ("--scores", ROSE_SCORES, "--ood", "mnist,noise,constant,rotation,overall"),
           about="ROSE vs Likelihood Regret, Likelihood Ratio, Input Complexity"),
