@@ -82,6 +82,8 @@ for _e in [
     Entry("rose_table2", "table2", "rose", "Table 2",
           ("--scores", ROSE_SCORES, "--ood", "mnist,noise,constant,rotation,overall"),
           about="ROSE vs Likelihood Regret, Likelihood Ratio, Input Complexity"),
+    Entry("rose_table3", "rose_capacity", "rose", "§5.2, Table 3",
+          about="ROSE AUROC per OOD set as the VAE width is scaled x0.5 / 1 / 2 / 4"),
     Entry("rose_ablations", "rose_ablations", "rose", "Tables 6-7, Fig. 5",
           ("--models", "vae,glow"),
           about="DIAG vs EKFAC, InvConv vs all layers (Glow), Fisher sample count"),

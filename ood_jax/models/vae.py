@@ -29,6 +29,12 @@ biased variance, and needs ``mutable=['batch_stats']``): one bool for the whole 
 in eval mode; a part left out is in eval mode). Initialisation is DCGAN's
 (kernels N(0, 0.02), BN scale N(1, 0.02), biases 0).
 
+``arch='song'`` (model preset ``song``) swaps both networks for Song et al.'s VAE (App. C.1,
+Table 3; :class:`SongEncoder` / :class:`SongDecoder`, any H, W divisible by 4); every
+method below is shared. ``arch`` at its default ``'dcgan'`` is left out of ``repr`` so the
+checkpoint keys of the DCGAN VAEs (``Run.checkpoint_dir`` hashes ``repr(model)``) are the
+ones from before the field existed.
+
 Units: every returned log-probability is in nats per image of the discrete 8-bit data (for
 the continuous ``gaussian`` likelihood: its density of the dequantised data minus ``D log
 256``, the flows' convention; see ``likelihoods.py``).
@@ -133,6 +139,116 @@ class ConvDecoder(nn.Module):
     return self.final_convt(h)
 
 
+# ------------------------------------------------------------------ Song et al.'s VAE
+# Song, Song & Ermon, "Unsupervised OOD detection with batch normalization", App. C.1 and its
+# Table 3. What the paper says: an inference network of 6 convolutions followed by a fully
+# connected layer, a generator of 8 deconvolutions, BatchNorm on every (de)convolution but
+# the generator's last two, Table 3's (channels, kernel, stride, padding) per layer (c = image
+# channels, k = image width / 4), and (§4.1) BatchNorm "before each convolutional layer".
+# Where it is silent, ours (the architecture is van den Berg et al.'s Sylvester-flow VAE,
+# whose public code differs from Table 3 in places; Table 3 wins here):
+# * widths: ``ngf`` is Table 3's 32: layers of ngf*c, 2*ngf*c and 8*ngf channels (the
+#   table's 32c, 64c, 256); the last layer has c * P channels (P = 256 for the 256-way
+#   categorical likelihood: the table's 256c; channel-major as the DCGAN decoder's).
+# * order Conv -> BatchNorm -> ReLU (the DCGAN VAE's), so a BatchNorm comes before every
+#   convolution except the first of each network; ReLU (the public code: gated convolutions
+#   h * sigmoid(g)); no bias where a BatchNorm follows, biases elsewhere.
+# * the FC layer maps the 256 features to 2d outputs, (mu, logvar) (the public code: mu and
+#   a softplus variance clipped to [0.01, 7]); latent size d = 64 (the public code's default).
+# * generator input: Table 3's first layer (kernel 5, stride 1, padding 2) keeps the size,
+#   so a linear fully connected layer ``fc`` maps z to a k x k x 2*ngf*c map first (the
+#   public code instead starts with a k x k deconvolution of the 1 x 1 latent).
+# * stride-2 deconvolutions (kernel 5, padding 2) double the size: torch ``output_padding=1``
+#   (as the public code), computed as padding 1 with the first row and column cropped.
+# * no activation between the last two layers (linear 5x5 then 1x1, as the public code).
+# * DCGAN initialisation (kernels N(0, 0.02), BN scale N(1, 0.02), biases 0) as the ConvVAE.
+ARCHS = ("dcgan", "song")
+
+
+def song_table(image_shape, ngf: int = 32, out_params: int = 256) -> dict[str, list[tuple]]:
+  """Song et al.'s Table 3 for ``image_shape`` ``(H, W, c)``: ``{'encoder': rows, 'decoder':
+  rows}``, each row ``(out channels, (kernel h, kernel w), stride, padding)``; ``out_params``
+  is the likelihood's parameters per sub-pixel P (the last row has ``c * P`` channels)."""
+  h, w, c = (int(s) for s in image_shape)
+  a, b, wide, k5 = ngf * c, 2 * ngf * c, 8 * ngf, (5, 5)
+  encoder = [(a, k5, 1, 2), (a, k5, 2, 2), (a, k5, 1, 2), (b, k5, 2, 2), (b, k5, 1, 2),
+             (wide, (h // 4, w // 4), 1, 0)]
+  decoder = [(b, k5, 1, 2), (b, k5, 2, 2), (b, k5, 1, 2), (a, k5, 2, 2), (a, k5, 1, 2),
+             (a, k5, 1, 2), (wide, k5, 1, 2), (c * out_params, (1, 1), 1, 0)]
+  return {"encoder": encoder, "decoder": decoder}
+
+
+class SongEncoder(nn.Module):
+  """x in [0, 1] (N x H x W x C) -> (mu, logvar), each N x latent_dim (Song's Table 3).
+
+  Parameters: ``conv1`` .. ``conv6`` (no bias) each followed by ``bn1`` .. ``bn6`` and ReLU
+  (H -> H/2 at conv2, -> H/4 at conv4, -> 1 at conv6, an H/4 x W/4 kernel), then ``fc``
+  (8*ngf -> 2*latent_dim, bias): the first half mu, the second logvar.
+  """
+  image_shape: tuple[int, int, int] = (28, 28, 1)
+  latent_dim: int = 64
+  ngf: int = 32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
+    ura, d = not train, self.latent_dim
+    h = x
+    for i, (f, k, s, p) in enumerate(song_table(self.image_shape, self.ngf)["encoder"], 1):
+      h = nn.Conv(f, k, strides=(s, s), padding=((p, p), (p, p)), use_bias=False,
+                  kernel_init=_KERNEL_INIT, name=f"conv{i}")(h)
+      h = nn.relu(_batch_norm(f"bn{i}")(h, use_running_average=ura))
+    out = nn.Dense(2 * d, kernel_init=_KERNEL_INIT, name="fc")(h.reshape(x.shape[0], -1))
+    return out[:, :d], out[:, d:]
+
+
+class SongDecoder(nn.Module):
+  """z (N x latent_dim) -> raw output N x H x W x out_features (Song's Table 3 generator).
+
+  Parameters: ``fc`` (latent -> H/4 * W/4 * 2*ngf*c, bias, linear), then ``convt1`` ..
+  ``convt8`` (torch ``ConvTranspose2d`` semantics): 1-6 without bias, each followed by
+  ``bn1`` .. ``bn6`` and ReLU (H/4 -> H/2 at convt2, -> H at convt4: stride 2 with
+  ``output_padding=1``); 7 (5x5, 8*ngf) and 8 (1x1, ``out_features``) with biases, no
+  BatchNorm, no activation.
+  """
+  image_shape: tuple[int, int, int]
+  out_features: int
+  ngf: int = 32
+  fast_convt_grad: bool = True
+
+  @nn.compact
+  def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
+    ura, fast = not train, self.fast_convt_grad
+    h, w, c = self.image_shape
+    rows = song_table(self.image_shape, self.ngf, self.out_features // c)["decoder"]
+    width = rows[0][0]
+    x = nn.Dense((h // 4) * (w // 4) * width, kernel_init=_KERNEL_INIT, name="fc")(z)
+    x = x.reshape(z.shape[0], h // 4, w // 4, width)
+    for i, (f, (k, _), s, p) in enumerate(rows, 1):
+      last_two = i > len(rows) - 2
+      if s == 2:
+        # torch ConvTranspose2d(k, 2, p, output_padding=1): its outputs are those of
+        # padding p - 1 (size 2n + 1) without the first row and column (size 2n).
+        x = ConvTranspose(f, k, 2, p - 1, fast_grad=fast, name=f"convt{i}")(x)[:, 1:, 1:]
+      else:
+        x = ConvTranspose(f, k, s, p, use_bias=last_two, fast_grad=fast, name=f"convt{i}")(x)
+      if not last_two:
+        x = nn.relu(_batch_norm(f"bn{i}")(x, use_running_average=ura))
+    return x
+
+
+def check_song_config(image_shape, likelihood: str) -> None:
+  """``InvalidInputError`` unless ``image_shape`` is ``(H, W, C)`` with H, W positive
+  multiples of 4 (two stride-2 layers each way); ``UnknownNameError`` for ``likelihood``."""
+  shape = tuple(image_shape)
+  if len(shape) != 3 or min(shape) < 1:
+    raise InvalidInputError(f"ConvVAE(arch='song'): image_shape must be (H, W, C), got {image_shape}.")
+  if shape[0] % 4 or shape[1] % 4:
+    raise InvalidInputError(
+        f"ConvVAE(arch='song') needs H and W divisible by 4 (two stride-2 layers, then an"
+        f" H/4 x W/4 kernel), got image_shape {shape}; e.g. 28 x 28 or 32 x 32.")
+  get_likelihood(likelihood)  # UnknownNameError early
+
+
 def check_dcgan_config(model: str, image_shape, likelihood: str) -> None:
   """``InvalidInputError`` unless ``image_shape`` is ``(32, 32, C)``; ``UnknownNameError``
   for an unknown ``likelihood`` (shared by the DCGAN VAE and autoencoder)."""
@@ -162,6 +278,9 @@ class ConvVAE(nn.Module):
     ngf: base channel width (widths ngf, 2ngf, 4ngf).
     likelihood: 'categorical256', 'bernoulli' or 'dgaussian' (see ``likelihoods.py``).
     fast_convt_grad: custom-VJP gradients for the transposed convolutions.
+    arch: 'dcgan' (the layer table of the module docstring; 32 x 32 only) or 'song' (Song et
+      al.'s Table 3, :class:`SongEncoder` / :class:`SongDecoder`; H, W multiples of 4; ngf is
+      the table's 32: widths ngf*C, 2ngf*C, 8ngf).
 
   Methods take uint8 images ``N x H x W x C`` (numpy or jax); randomness comes from the
   ``'sample'`` rng stream; ``train`` selects BatchNorm batch statistics (then pass
@@ -173,23 +292,40 @@ class ConvVAE(nn.Module):
   ngf: int = 32
   likelihood: str = "categorical256"
   fast_convt_grad: bool = True
+  arch: str = "dcgan"
 
   def __post_init__(self):
-    check_dcgan_config("ConvVAE", self.image_shape, self.likelihood)
+    if self.arch not in ARCHS:
+      raise InvalidInputError(f"ConvVAE: arch must be one of {ARCHS}, got {self.arch!r}.")
+    if self.arch == "song":
+      check_song_config(self.image_shape, self.likelihood)
+    else:
+      check_dcgan_config("ConvVAE", self.image_shape, self.likelihood)
     super().__post_init__()
+
+  def __repr__(self) -> str:
+    # ``arch`` at its default is left out: repr(model) keys the checkpoints (module docstring).
+    text = super().__repr__()
+    return text.replace("\n    arch = 'dcgan'", "") if self.arch == "dcgan" else text
 
   @property
   def lik(self) -> Likelihood:
     return get_likelihood(self.likelihood)
 
   def setup(self):
+    out = self.image_shape[2] * self.lik.num_params
+    if self.arch == "song":
+      shape = tuple(self.image_shape)
+      self.encoder = SongEncoder(shape, self.latent_dim, self.ngf, name="encoder")
+      self.decoder = SongDecoder(shape, out, self.ngf, self.fast_convt_grad, name="decoder")
+      return
     self.encoder = ConvEncoder(self.latent_dim, self.ngf, name="encoder")
-    self.decoder = ConvDecoder(self.image_shape[2] * self.lik.num_params, self.ngf,
-                               self.fast_convt_grad, name="decoder")
+    self.decoder = ConvDecoder(out, self.ngf, self.fast_convt_grad, name="decoder")
 
   # ------------------------------------------------------------------ helpers
   def _check(self, x) -> jax.Array:
-    resize = jnp.ndim(x) == 4 and tuple(jnp.shape(x)[1:3]) != (32, 32)
+    resize = (self.arch == "dcgan" and jnp.ndim(x) == 4
+              and tuple(jnp.shape(x)[1:3]) != (32, 32))
     return check_images(x, self.image_shape, "ConvVAE",
                         "Resize with the 'resize:32' transform." if resize else "")
 
@@ -354,6 +490,9 @@ PRESETS = {
     "smoke": {1: dict(ngf=8, latent_dim=16), 3: dict(ngf=8, latent_dim=16)},
     "cpu": {1: dict(ngf=32, latent_dim=100), 3: dict(ngf=64, latent_dim=200)},
     "paper": {1: dict(ngf=32, latent_dim=100), 3: dict(ngf=64, latent_dim=200)},
+    # Song et al.'s VAE (App. C.1, Table 3; choices where it is silent: ``song_table``'s
+    # comment block): widths 32c / 64c / 256, latent 64, grey and colour alike.
+    "song": {1: dict(arch="song", ngf=32, latent_dim=64), 3: dict(arch="song", ngf=32, latent_dim=64)},
 }
 # Nalisnick et al. App. A.3 use Rosca et al.'s VAEs, which are not built here: their
 # experiments run this VAE at the 'paper' / 'cpu' sizes under the names of their presets.
