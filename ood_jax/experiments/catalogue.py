@@ -84,6 +84,8 @@ for _e in [
           about="ROSE vs Likelihood Regret, Likelihood Ratio, Input Complexity"),
     Entry("rose_table3", "rose_capacity", "rose", "§5.2, Table 3",
           about="ROSE AUROC per OOD set as the VAE width is scaled x0.5 / 1 / 2 / 4"),
+    Entry("rose_fig6", "rose_layerwise", "rose", "App. D, Fig. 6",
+          about="layer-wise ROSE (DIAG) AUROC vs layer: basic CNN, VGG-11/13/16/19, ResNet-18"),
     Entry("rose_ablations", "rose_ablations", "rose", "Tables 6-7, Fig. 5",
           ("--models", "vae,glow"),
           about="DIAG vs EKFAC, InvConv vs all layers (Glow), Fisher sample count"),
